@@ -1,0 +1,66 @@
+"""spine-cds: a CDS Hooks service deciding spine CT/MRI orders against payer imaging guidelines."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from flask import Flask
+
+from .auth import ClientAuthenticator
+from .cors import init_cors
+from .errors import register_error_handlers
+from .patient_record import RecordGatherer
+from .registry import Registry, load_registry
+from .settings import Settings, load_settings
+from .store import Store
+
+log = logging.getLogger("cds_service")
+
+
+@dataclass(frozen=True)
+class AppState:
+    """Long-lived, per-app objects: built once in :func:`create_app`, never mutated per request."""
+
+    settings: Settings
+    registry: Registry
+    authenticator: ClientAuthenticator
+    gatherer: RecordGatherer
+    store: Store
+    session: requests.Session
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Create and configure the Flask application.
+
+    :param config: setting names (``SPINE_CDS_*``) to values; ``None`` reads the environment.
+        ``SPINE_CDS_TODAY`` (tests and demos only) fixes the evaluation date.
+    """
+    settings = load_settings(config)
+    logging.getLogger("cds_service").setLevel(settings.log_level.upper())
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.config["SPINE_CDS_TODAY"] = (config or {}).get("SPINE_CDS_TODAY")
+    session = requests.Session()
+    registry = load_registry(settings.mappings_dir, settings.valuesets_dir, settings.default_program)
+    app.extensions["spine_cds"] = AppState(
+        settings=settings, registry=registry,
+        authenticator=ClientAuthenticator(settings, session=session),
+        gatherer=RecordGatherer(settings, session), store=Store(settings.database_file), session=session)
+    if not settings.auth:
+        log.warning("SPINE_CDS_AUTH=off: CDS client JWTs are NOT verified. Use only for local development.")
+    register_error_handlers(app)
+    init_cors(app, settings.cors_origins)
+    from .routes import bp
+    app.register_blueprint(bp)
+    return app
+
+
+def close_app(app: Flask) -> None:
+    """Release the app's connections and threads (tests, graceful shutdown)."""
+    state: AppState = app.extensions["spine_cds"]
+    state.gatherer.close()
+    state.store.close()
+    state.session.close()

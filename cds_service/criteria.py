@@ -1,0 +1,177 @@
+"""The closed vocabulary of criterion kinds: one small function per kind.
+
+Each kind reads :class:`Facts` and one leaf of a mapping and returns a three-valued
+:class:`Result` with the evidence that decided it.  Absent data is ``unknown`` (that is what the
+documentation card asks for) unless the leaf says ``if_absent: not-met``.  The kinds and their
+parameters are documented in ``mappings/README.md``; ``guidelines.KINDS`` lists their params.
+"""
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable
+from datetime import date, timedelta
+
+from .fhir_dates import human_date
+from .model import ClinicalItem, Facts, Result, Status
+
+COMPARISONS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
+ITEM_TYPES = {
+    "finding": ("Condition", "ServiceRequest", "Observation"),
+    "observation": ("Observation",),
+    "procedure": ("Procedure",),
+    "medication": ("MedicationRequest", "MedicationStatement"),
+    "imaging": ("ImagingStudy", "DiagnosticReport", "Procedure", "ServiceRequest"),
+}
+
+
+def in_window(item: ClinicalItem, facts: Facts, within_days: int | None) -> bool | None:
+    """True/False for dated items; None when a window applies but the item has no date."""
+    if item.when is not None and item.when > facts.today:
+        return False  # scheduled or mis-dated: not yet a fact
+    if within_days is None:
+        return True
+    if item.when is None:
+        return None
+    return item.when >= facts.today - timedelta(days=within_days)
+
+
+def _absent(node: dict, detail: str) -> Result:
+    status = Status.NOT_MET if node.get("if_absent") == "not-met" else Status.UNKNOWN
+    return Result(status, node["label"], detail=detail)
+
+
+def _decide(node: dict, facts: Facts, items: list[ClinicalItem], passes: Callable[[ClinicalItem], bool | None] = lambda i: True) -> Result:
+    """Shared verdict for the item-matching kinds."""
+    label, window = node["label"], node.get("within_days")
+    timely = [i for i in items if in_window(i, facts, window) is True]
+    hits = [i for i in timely if passes(i)]
+    if hits:
+        return Result(Status.MET, label, _refs(hits), detail=_describe(hits))
+    if any(passes(i) is False for i in timely):
+        return Result(Status.NOT_MET, label, _refs(timely), detail="on record, but does not meet the criterion")
+    undated = [i for i in items if in_window(i, facts, window) is None]
+    if undated:
+        return Result(Status.UNKNOWN, label, _refs(undated), detail="on record without a date; add when it happened")
+    if items:
+        return Result(Status.NOT_MET, label, _refs(items), detail=f"only older than {window} days")
+    return _absent(node, "not found in the record")
+
+
+def _refs(items: Iterable[ClinicalItem]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(i.ref for i in items))
+
+
+def _describe(items: list[ClinicalItem]) -> str:
+    parts = [f"{i.display}, {human_date(i.when)}" if i.when else i.display for i in items[:3]]
+    return "; ".join(dict.fromkeys(parts))
+
+
+def _coded(node: dict, facts: Facts, kind: str) -> list[ClinicalItem]:
+    types, vs = ITEM_TYPES[kind], node.get("valueset")
+    return [i for i in facts.items if i.resource_type in types and vs in i.valuesets]
+
+
+def finding(node: dict, facts: Facts) -> Result:
+    items = _coded(node, facts, "finding")
+    if node.get("active_only"):
+        items = [i for i in items if i.status == "active"]
+    return _decide(node, facts, items)
+
+
+def observation(node: dict, facts: Facts) -> Result:
+    test = node.get("value") or {}
+
+    def passes(item: ClinicalItem) -> bool | None:
+        if node.get("abnormal"):
+            return item.abnormal
+        if item.value is None:
+            return None
+        return all(COMPARISONS[op](item.value, bound) for op, bound in test.items())
+
+    return _decide(node, facts, _coded(node, facts, "observation"), passes)
+
+
+def procedure(node: dict, facts: Facts) -> Result:
+    return _decide(node, facts, _coded(node, facts, "procedure"))
+
+
+def medication(node: dict, facts: Facts) -> Result:
+    return _decide(node, facts, _coded(node, facts, "medication"))
+
+
+def imaging(node: dict, facts: Facts) -> Result:
+    if "valueset" in node:
+        return _decide(node, facts, _coded(node, facts, "imaging"))
+    regions = node.get("regions", "ordered")
+    regions = {facts.order.study.region} if regions == "ordered" else set(regions)
+    modalities = set(node.get("modalities") or [])
+    items = [i for i in facts.items if i.study and i.resource_type in ITEM_TYPES["imaging"]
+             and i.study.region in regions and (not modalities or i.study.modality in modalities)]
+    return _decide(node, facts, items)
+
+
+def age(node: dict, facts: Facts) -> Result:
+    if facts.birth_date is None:
+        return Result(Status.UNKNOWN, node["label"], detail="no birth date in the record")
+    years, months = completed_years(facts.birth_date, facts.today), completed_months(facts.birth_date, facts.today)
+    ok = all((node.get("min_years", years) <= years <= node.get("max_years", years),
+              node.get("min_months", months) <= months <= node.get("max_months", months)))
+    detail = f"age {years} years" if years >= 2 else f"age {months} months"
+    return Result(Status.MET if ok else Status.NOT_MET, node["label"], ("Patient",), detail=detail)
+
+
+def completed_years(born: date, today: date) -> int:
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+def completed_months(born: date, today: date) -> int:
+    return (today.year - born.year) * 12 + today.month - born.month - (today.day < born.day)
+
+
+def conservative_care(node: dict, facts: Facts) -> Result:
+    """A long-enough course of care: start = earliest component item in the lookback."""
+    since = facts.today - timedelta(days=node["lookback_days"])
+    found: dict[str, list[ClinicalItem]] = {}
+    for component in node["components"]:
+        wanted = set(component["valuesets"])
+        found[component["id"]] = [i for i in facts.items if i.valuesets & wanted and i.when
+                                  and since <= i.when <= facts.today and i.resource_type != "ServiceRequest"]
+    present = [c for c in node["components"] if found[c["id"]]]
+    absent = [c for c in node["components"] if not found[c["id"]]]
+    evidence = _refs(i for items in found.values() for i in items)
+    if not present or (node["require"] == "all" and absent):
+        lacking = ", ".join(c["label"] for c in (absent or node["components"]))
+        return Result(Status.UNKNOWN, node["label"], evidence, detail=f"not documented in the last {node['lookback_days']} days: {lacking}")
+    start = min(i.when for c in present for i in found[c["id"]])
+    met_on = start + timedelta(weeks=node["min_weeks"])
+    detail = f"care since {human_date(start)} ({(facts.today - start).days // 7} weeks)"
+    if met_on <= facts.today:
+        return Result(Status.MET, node["label"], evidence, detail=detail)
+    return Result(Status.UNKNOWN, node["label"], evidence, met_on=met_on,
+                  detail=f"{detail}; {node['min_weeks']} weeks reached on {human_date(met_on)}")
+
+
+def draft_order(node: dict, facts: Facts) -> Result:
+    regions = node.get("regions", "ordered")
+    regions = {facts.order.study.region} if regions == "ordered" else set(regions)
+    others = [o for o in facts.other_orders if o.study.modality in node["modalities"] and o.study.region in regions]
+    status = Status.MET if others else Status.NOT_MET
+    return Result(status, node["label"], tuple(o.reference for o in others))
+
+
+def ordered_study(node: dict, facts: Facts) -> Result:
+    study = facts.order.study
+    ok = all(getattr(study, attr) in node[key] for key, attr in
+             (("modalities", "modality"), ("regions", "region"), ("contrast", "contrast")) if key in node)
+    return Result(Status.MET if ok else Status.NOT_MET, node["label"], (facts.order.reference,))
+
+
+def documented(node: dict, facts: Facts) -> Result:
+    return Result(Status.UNKNOWN, node["label"], detail="only the clinician's notes can show this")
+
+
+KIND_FUNCTIONS: dict[str, Callable[[dict, Facts], Result]] = {
+    "finding": finding, "observation": observation, "procedure": procedure, "medication": medication,
+    "imaging": imaging, "age": age, "conservative_care": conservative_care, "draft_order": draft_order,
+    "ordered_study": ordered_study, "documented": documented,
+}

@@ -1,0 +1,97 @@
+"""From evaluated rules to one outcome per order: approve, alternative, documentation, no-policy.
+
+Precedence, which is the guideline's own logic made explicit:
+1. no encoded guideline of the patient's program covers the study → ``no-policy``;
+2. an ``always`` alternative is met (MRI contraindicated, an infant who needs ultrasound) →
+   ``alternative``, even when an indication is met — the ordered study is the wrong one;
+3. an indication is met and every gate that applies is satisfied → ``approve``;
+4. an ``unless_approved`` alternative is met (radiographs first) → ``alternative``;
+5. otherwise → ``documentation``, naming the nearest indications and exactly what they lack.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .evaluation import RuleResult, count_leaves, evaluate_rules
+from .guidelines import Guideline
+from .model import Facts, SpineOrder, Status, Study
+from .routing import Route
+from .studies import StudyCatalog
+
+APPROVE, ALTERNATIVE, DOCUMENTATION, NO_POLICY = "approve", "alternative", "documentation", "no-policy"
+
+
+@dataclass(frozen=True)
+class Decision:
+    order: SpineOrder
+    route: Route
+    guideline: Guideline | None
+    outcome: str
+    indication: RuleResult | None = None          # the met one (approve) or the nearest
+    alternative: RuleResult | None = None
+    alternative_study: Study | None = None
+    blocking_gates: tuple[RuleResult, ...] = ()
+    nearest: tuple[RuleResult, ...] = ()          # ranked candidates for the documentation card
+    data_gaps: tuple[str, ...] = ()               # prefetch keys that could not be read
+
+    @property
+    def indication_id(self) -> str | None:
+        return self.indication.rule.id if self.indication else None
+
+
+def guideline_for(order: SpineOrder, route: Route, guidelines: dict[str, Guideline]) -> Guideline | None:
+    """The program's guideline that governs the ordered study, if any."""
+    for guideline_id in route.program.guidelines:
+        guideline = guidelines.get(guideline_id)
+        if guideline and guideline.applies_to(order.study):
+            return guideline
+    return None
+
+
+def decide(facts: Facts, route: Route, guideline: Guideline | None, catalog: StudyCatalog,
+           data_gaps: tuple[str, ...] = ()) -> Decision:
+    """Decide one order.  Pure: everything it needs is in the arguments."""
+    base = dict(order=facts.order, route=route, guideline=guideline, data_gaps=data_gaps)
+    if guideline is None or not guideline.encoded:
+        return Decision(outcome=NO_POLICY, **base)
+    indications = evaluate_rules(guideline.indications, facts, guideline)
+    alternatives = evaluate_rules(guideline.alternatives, facts, guideline)
+    gates = evaluate_rules(guideline.gates, facts, guideline)
+    met = next((r for r in indications if r.status == Status.MET), None)
+
+    urgent = _met_alternative(alternatives, "always", facts, catalog)
+    if urgent:
+        return Decision(outcome=ALTERNATIVE, indication=met, alternative=urgent[0], alternative_study=urgent[1], **base)
+    if met:
+        blocking = tuple(g for g in gates if g.applies and g.applies.status == Status.MET and g.status != Status.MET)
+        if not blocking:
+            return Decision(outcome=APPROVE, indication=met, **base)
+        return Decision(outcome=DOCUMENTATION, indication=met, blocking_gates=blocking, nearest=(met,), **base)
+    later = _met_alternative(alternatives, "unless_approved", facts, catalog)
+    if later:
+        return Decision(outcome=ALTERNATIVE, alternative=later[0], alternative_study=later[1],
+                        nearest=rank_nearest(indications), **base)
+    nearest = rank_nearest(indications)
+    return Decision(outcome=DOCUMENTATION, indication=nearest[0] if nearest else None, nearest=nearest, **base)
+
+
+def _met_alternative(results: tuple[RuleResult, ...], when: str, facts: Facts, catalog: StudyCatalog):
+    for result in results:
+        if result.rule.when == when and result.status == Status.MET:
+            study = catalog.resolve(result.rule.study, facts.order.study)
+            if study is not None and study.cpt != facts.order.study.cpt:
+                return result, study
+    return None
+
+
+def rank_nearest(indications: tuple[RuleResult, ...], limit: int = 3) -> tuple[RuleResult, ...]:
+    """Indications closest to being met: most evidence found, then only time missing, then
+    fewest unknowns; ties keep the guideline's order.  Not-met ones only if nothing else."""
+    open_ = [r for r in indications if r.status == Status.UNKNOWN] or list(indications)
+
+    def key(item: tuple[int, RuleResult]):
+        index, r = item
+        return (-count_leaves(r.result, Status.MET), r.result.met_on is None,
+                count_leaves(r.result, Status.UNKNOWN), index)
+
+    return tuple(r for _, r in sorted(enumerate(open_), key=key)[:limit])

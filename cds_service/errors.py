@@ -1,0 +1,104 @@
+"""The error hierarchy and the one place that turns errors into JSON responses.
+
+Every error a client can cause is a :class:`CdsError` with an HTTP status and a message that
+says what to do next.  The body is a FHIR OperationOutcome (CDS Hooks 3.0 asks for one on
+non-2xx; 2.0 allows any body).  Authentication failures carry no detail, as the CDS Hooks
+best-practices page asks.  Anything unexpected becomes a logged 500 — never an empty card list.
+"""
+from __future__ import annotations
+
+import logging
+
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class CdsError(Exception):
+    """Base class: an error with an HTTP status and a client-facing message."""
+
+    status = 500
+    code = "exception"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+
+
+class CdsBadRequest(CdsError):
+    """The request is malformed or violates CDS Hooks (HTTP 400)."""
+
+    status = 400
+    code = "invalid"
+
+
+class CdsAuthError(CdsError):
+    """The CDS client could not be authenticated (HTTP 401, no detail to the caller)."""
+
+    status = 401
+    code = "login"
+
+    def __init__(self, reason: str):
+        super().__init__("Authentication failed.")
+        self.reason = reason  # for the log only; never sent to the caller
+
+
+class CdsNotFound(CdsError):
+    """Unknown service id or path (HTTP 404)."""
+
+    status = 404
+    code = "not-found"
+
+
+class CdsPreconditionFailed(CdsError):
+    """Required data is neither in prefetch nor obtainable from the FHIR server (HTTP 412)."""
+
+    status = 412
+    code = "incomplete"
+
+
+class CdsConfigError(CdsError):
+    """A setting or a mapping file is invalid; raised at start-up."""
+
+    code = "exception"
+
+
+class FhirUnavailable(CdsError):
+    """The EHR's FHIR server could not be read (down, slow, refused, or answered an error)."""
+
+    status = 502
+    code = "transient"
+
+
+def operation_outcome(status: int, code: str, message: str) -> dict:
+    """A FHIR R4 OperationOutcome carrying one issue."""
+    severity = "error" if status < 500 else "fatal"
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": severity, "code": code, "diagnostics": message}],
+    }
+
+
+def register_error_handlers(app) -> None:
+    """Shape every error the app can raise as an OperationOutcome JSON response."""
+
+    @app.errorhandler(CdsError)
+    def _cds_error(exc: CdsError):
+        if isinstance(exc, CdsAuthError):
+            log.warning("authentication failed: %s", exc.reason)
+        return operation_outcome(exc.status, exc.code, exc.message), exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        message = exc.description or exc.name
+        return operation_outcome(exc.code or 500, "processing", message), exc.code or 500
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unexpected error while handling a request")
+        message = "Internal error; the request was logged by its hookInstance. Retry, or report it to the service operator."
+        return operation_outcome(500, "exception", message), 500

@@ -1,0 +1,196 @@
+"""Turn a patient's raw FHIR JSON into the normalised facts the criteria evaluate.
+
+Pure: the record and ``today`` come in, :class:`Facts` go out.  Raw dicts are read directly —
+validating thousands of prefetched resources with pydantic would cost far more than the whole
+decision — and every field is treated as optional: what is absent is unknown.  Statuses are
+filtered here (refuted, entered-in-error, not-done, cancelled resources say nothing about the
+patient), dates are normalised, and each item is tagged with the value sets its codes belong to.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import date
+
+from .fhir_dates import first_date, parse_date, period_end
+from .model import ClinicalItem, Facts, PatientRecord, SpineOrder
+from .studies import StudyCatalog
+from .terminology import Terminology
+
+IGNORED_STATUSES = frozenset({"entered-in-error", "refuted", "not-done", "cancelled", "revoked", "draft"})
+INACTIVE_CLINICAL = frozenset({"inactive", "remission", "resolved"})
+ABNORMAL_FLAGS = frozenset({"H", "HH", "L", "LL", "A", "AA", "HU", "LU", "POS", "DET", "W"})
+NORMAL_FLAGS = frozenset({"N", "NEG", "ND"})
+
+
+def extract_facts(record: PatientRecord, order: SpineOrder, other_orders: tuple[SpineOrder, ...],
+                  terminology: Terminology, catalog: StudyCatalog, today: date) -> Facts:
+    """Build :class:`Facts` for deciding ``order`` as of ``today``."""
+    reader = _Reader(record, terminology, catalog)
+    draft_refs = {order.reference, *(o.reference for o in other_orders)}
+    items = [*reader.order_reasons(order, today)]
+    for extractor in reader.extractors():
+        items.extend(i for i in extractor() if i.ref not in draft_refs)
+    birth = parse_date(record.patient.get("birthDate")) if isinstance(record.patient, dict) else None
+    return Facts(today=today, birth_date=birth, items=tuple(items), order=order,
+                 other_orders=tuple(other_orders))
+
+
+def codings_of(concept: object) -> list[dict]:
+    """The codings of a CodeableConcept (or a list of them), tolerating junk."""
+    if isinstance(concept, list):
+        return [c for item in concept for c in codings_of(item)]
+    if isinstance(concept, dict) and isinstance(concept.get("coding"), list):
+        return [c for c in concept["coding"] if isinstance(c, dict)]
+    return []
+
+
+def _text_of(concept: object, fallback: str) -> str:
+    if isinstance(concept, dict):
+        if isinstance(concept.get("text"), str) and concept["text"]:
+            return concept["text"]
+        for coding in codings_of(concept):
+            if isinstance(coding.get("display"), str) and coding["display"]:
+                return coding["display"]
+    return fallback
+
+
+def _status_code(value: object) -> str | None:
+    """A status that is either a code or a CodeableConcept, as its code."""
+    if isinstance(value, str):
+        return value
+    codings = codings_of(value)
+    return codings[0].get("code") if codings else None
+
+
+class _Reader:
+    """Per-resource-type extraction; each method yields ClinicalItems."""
+
+    def __init__(self, record: PatientRecord, terminology: Terminology, catalog: StudyCatalog):
+        self.record, self.terms, self.catalog = record, terminology, catalog
+
+    def extractors(self):
+        return (self.conditions, self.observations, self.procedures, self.medications,
+                self.imaging_studies, self.reports, self.service_requests)
+
+    def _resources(self, rtype: str) -> Iterator[dict]:
+        for resource in self.record.of_type(rtype):
+            if isinstance(resource, dict) and isinstance(resource.get("id"), str) \
+                    and resource.get("status") not in IGNORED_STATUSES:
+                yield resource
+
+    def _item(self, resource: dict, codings: list[dict], concept: object, **fields) -> ClinicalItem | None:
+        valuesets = self.terms.valuesets_for(codings)
+        study = self.catalog.study_for_codings(codings)
+        if not valuesets and study is None and "value" not in fields:
+            return None
+        ref = f"{resource['resourceType']}/{resource['id']}"
+        display = _text_of(concept, ref)
+        return ClinicalItem(ref=ref, resource_type=resource["resourceType"], valuesets=valuesets,
+                            display=display, study=study, **fields)
+
+    def order_reasons(self, order: SpineOrder, today: date) -> Iterator[ClinicalItem]:
+        reasons = order.resource.get("reasonCode")
+        codings = codings_of(reasons)
+        if codings:
+            item = self._item(order.resource, codings, reasons[0] if isinstance(reasons, list) else reasons,
+                              when=today, status="active")
+            if item:
+                yield replace(item, study=None, display=f"reason for this order ({item.display})" if item.display != item.ref else "reason for this order")
+
+    def conditions(self) -> Iterator[ClinicalItem]:
+        for res in self._resources("Condition"):
+            if _status_code(res.get("verificationStatus")) in IGNORED_STATUSES:
+                continue
+            clinical = _status_code(res.get("clinicalStatus"))
+            status = "inactive" if clinical in INACTIVE_CLINICAL else "active"
+            when = first_date(res, "onsetDateTime", "onsetPeriod", "recordedDate")
+            item = self._item(res, codings_of(res.get("code")), res.get("code"), when=when,
+                              end=parse_date(res.get("abatementDateTime")), status=status)
+            if item:
+                yield item
+
+    def observations(self) -> Iterator[ClinicalItem]:
+        for res in self._resources("Observation"):
+            if res.get("valueBoolean") is False:
+                continue  # the finding was looked for and is absent
+            codings = codings_of(res.get("code")) + codings_of(res.get("valueCodeableConcept"))
+            quantity = res.get("valueQuantity") if isinstance(res.get("valueQuantity"), dict) else {}
+            value = quantity.get("value") if isinstance(quantity.get("value"), (int, float)) else None
+            item = self._item(res, codings, res.get("code"),
+                              when=first_date(res, "effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued"),
+                              status="completed", value=value, unit=quantity.get("unit") or quantity.get("code"),
+                              abnormal=_abnormal(res, value))
+            if item and (item.valuesets or item.study):
+                yield item
+
+    def procedures(self) -> Iterator[ClinicalItem]:
+        for res in self._resources("Procedure"):
+            if res.get("status") not in (None, "completed", "in-progress", "stopped", "unknown"):
+                continue
+            item = self._item(res, codings_of(res.get("code")), res.get("code"),
+                              when=first_date(res, "performedDateTime", "performedPeriod"),
+                              end=period_end(res, "performedPeriod"), status="completed")
+            if item:
+                yield item
+
+    def medications(self) -> Iterator[ClinicalItem]:
+        for rtype in ("MedicationRequest", "MedicationStatement"):
+            for res in self._resources(rtype):
+                concept = res.get("medicationCodeableConcept")
+                if concept is None and isinstance(res.get("medicationReference"), dict):
+                    medication = self.record.resolve(str(res["medicationReference"].get("reference", "")))
+                    concept = medication.get("code") if medication else None
+                item = self._item(res, codings_of(concept), concept,
+                                  when=first_date(res, "authoredOn", "effectiveDateTime", "effectivePeriod", "dateAsserted"),
+                                  status="active" if res.get("status") in (None, "active") else "completed")
+                if item:
+                    yield item
+
+    def imaging_studies(self) -> Iterator[ClinicalItem]:
+        for res in self._resources("ImagingStudy"):
+            codings = codings_of(res.get("procedureCode")) + codings_of(res.get("reasonCode"))
+            item = self._item(res, codings, (res.get("procedureCode") or [None])[0] if isinstance(res.get("procedureCode"), list) else None,
+                              when=first_date(res, "started"), status="completed")
+            if item:
+                yield item
+
+    def reports(self) -> Iterator[ClinicalItem]:
+        for res in self._resources("DiagnosticReport"):
+            codings = codings_of(res.get("code")) + codings_of(res.get("conclusionCode"))
+            item = self._item(res, codings, res.get("code"),
+                              when=first_date(res, "effectiveDateTime", "effectivePeriod", "issued"), status="completed")
+            if item:
+                yield item
+
+    def service_requests(self) -> Iterator[ClinicalItem]:
+        """Earlier orders: completed ones count as done, active ones as requested (NIA's
+        "requested at the same time or sequentially")."""
+        for res in self._resources("ServiceRequest"):
+            if res.get("status") not in ("active", "completed", "on-hold"):
+                continue
+            item = self._item(res, codings_of(res.get("code")), res.get("code"),
+                              when=first_date(res, "occurrenceDateTime", "occurrencePeriod", "authoredOn"),
+                              status="completed" if res["status"] == "completed" else "active")
+            if item:
+                yield item
+
+
+def _abnormal(resource: dict, value: float | None) -> bool | None:
+    flags = {c.get("code") for c in codings_of(resource.get("interpretation"))}
+    if flags & ABNORMAL_FLAGS:
+        return True
+    if flags & NORMAL_FLAGS:
+        return False
+    if value is None:
+        return None
+    for ref_range in resource.get("referenceRange") or []:
+        if not isinstance(ref_range, dict):
+            continue
+        low = (ref_range.get("low") or {}).get("value") if isinstance(ref_range.get("low"), dict) else None
+        high = (ref_range.get("high") or {}).get("value") if isinstance(ref_range.get("high"), dict) else None
+        if isinstance(low, (int, float)) and value < low or isinstance(high, (int, float)) and value > high:
+            return True
+        if isinstance(low, (int, float)) or isinstance(high, (int, float)):
+            return False
+    return None

@@ -1,0 +1,131 @@
+"""Plain, frozen data types passed between the edges and the pure core.
+
+The core (facts → evaluation → decision → cards) sees only these types and raw FHIR JSON
+dicts, never Flask, ``requests`` or the clock, so it can be tested from JSON case tables.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+CPT = "http://www.ama-assn.org/go/cpt"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+
+@dataclass(frozen=True)
+class HookRequest:
+    """A validated CDS Hooks call (order-select or order-sign)."""
+
+    hook: str
+    hook_instance: str
+    context: dict[str, Any]
+    patient_id: str
+    user_id: str | None
+    draft_orders: tuple[dict, ...]          # every resource of context.draftOrders
+    selections: tuple[str, ...]             # "Type/id" of the orders in scope
+    fhir_server: str | None = None
+    access_token: str | None = None
+    prefetch: dict[str, Any] = field(default_factory=dict)
+    extension: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PatientRecord:
+    """The patient's FHIR data for one call, as raw JSON resources grouped by type.
+
+    ``sources`` says, per prefetch key, where the data came from: ``prefetch``, ``fhir``,
+    ``cache``, ``null`` (the client said there is none) or ``failed`` (could not be read; the
+    facts from it are unknown, never assumed absent).
+    """
+
+    patient: dict | None
+    resources: dict[str, tuple[dict, ...]]  # resourceType -> resources
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def of_type(self, resource_type: str) -> tuple[dict, ...]:
+        return self.resources.get(resource_type, ())
+
+    def resolve(self, reference: str) -> dict | None:
+        """Find a contained-in-record resource by ``Type/id``."""
+        rtype, _, rid = reference.partition("/")
+        for resource in self.of_type(rtype):
+            if resource.get("id") == rid:
+                return resource
+        return None
+
+
+@dataclass(frozen=True)
+class Study:
+    """One imaging study we know by CPT code (mappings/studies.json)."""
+
+    cpt: str
+    display: str
+    modality: str        # CT, MR, XR, US, NM
+    region: str          # cervical, thoracic, lumbar, spine, ...
+    contrast: str        # without, with, without-and-with, none
+
+
+@dataclass(frozen=True)
+class SpineOrder:
+    """A draft spine CT/MRI ServiceRequest recognised by its CPT code."""
+
+    reference: str       # "ServiceRequest/<id>"
+    resource: dict
+    study: Study
+
+
+@dataclass(frozen=True)
+class ClinicalItem:
+    """One coded statement from the record, normalised for evaluation.
+
+    ``valuesets`` holds the ids of every value set any of its codes belongs to, so criteria
+    test membership with a set lookup.  ``when`` is the clinically relevant date (onset,
+    performed, effective, authored); ``None`` means the record gave none.
+    """
+
+    ref: str
+    resource_type: str
+    valuesets: frozenset[str]
+    display: str
+    when: date | None = None
+    end: date | None = None
+    status: str = "unknown"             # active | inactive | completed | unknown
+    value: float | None = None
+    unit: str | None = None
+    abnormal: bool | None = None        # interpretation or reference range says so
+    study: Study | None = None          # for imaging items: what was imaged
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the criteria may look at, for one patient and one order."""
+
+    today: date
+    birth_date: date | None
+    items: tuple[ClinicalItem, ...]
+    order: SpineOrder
+    other_orders: tuple[SpineOrder, ...] = ()
+
+
+class Status(str, enum.Enum):
+    MET = "met"
+    NOT_MET = "not-met"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one criterion node, with its evidence and what is missing."""
+
+    status: Status
+    label: str
+    evidence: tuple[str, ...] = ()
+    met_on: date | None = None          # unknown only because time has not passed yet
+    detail: str | None = None           # one line of clinician-facing explanation
+    children: tuple["Result", ...] = ()
+    combinator: str | None = None       # all | any | not (for composite nodes)

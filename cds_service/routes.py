@@ -1,0 +1,98 @@
+"""HTTP edges: discovery, the hook services, feedback, health.  Thin: parse, call, answer."""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date, datetime, timezone
+
+from flask import Blueprint, current_app, request
+
+from .auth import audience_for
+from .discovery import SERVICES, discovery_document
+from .errors import CdsBadRequest, CdsNotFound
+from .feedback import parse_feedback
+from .hook_request import parse_hook_request
+from .hooks import orders_in_scope, respond
+
+bp = Blueprint("cds", __name__)
+log = logging.getLogger(__name__)
+
+
+def state():
+    return current_app.extensions["spine_cds"]
+
+
+@bp.get("/cds-services")
+def discovery():
+    return discovery_document()
+
+
+@bp.get("/health")
+def health():
+    return {"status": "ok", "guidelines": sorted(g.id for g in state().registry.guidelines.values() if g.encoded)}
+
+
+@bp.post("/cds-services/<service_id>")
+def call_service(service_id: str):
+    service = _service(service_id)
+    _authenticate()
+    hook = parse_hook_request(_json_body(), service["hook"])
+    st = state()
+    in_scope, _ = orders_in_scope(hook, st.registry)
+    if not in_scope:
+        log.info("hook=%s instance=%s spine_orders=0", hook.hook, hook.hook_instance)
+        return {"cards": []}
+    record = st.gatherer.gather(hook)
+    response, decisions = respond(hook, record, st.registry, st.settings.default_program, _today())
+    _remember(service_id, hook, response, decisions)
+    return response
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str):
+    _service(service_id)
+    _authenticate()
+    items = parse_feedback(_json_body())
+    received = datetime.now(timezone.utc).isoformat()
+    stored = sum(state().store.record_feedback(service_id, item, received) for item in items)
+    log.info("feedback service=%s items=%d new=%d", service_id, len(items), stored)
+    return {"received": len(items), "stored": stored}
+
+
+def _service(service_id: str) -> dict:
+    service = SERVICES.get(service_id)
+    if service is None:
+        raise CdsNotFound(f"No CDS service {service_id!r}; GET /cds-services lists the services.")
+    return service
+
+
+def _authenticate() -> None:
+    st = state()
+    if st.settings.auth:
+        st.authenticator.verify(request.headers.get("Authorization"),
+                                audience_for(request.url, st.settings.public_base_url, request.path))
+
+
+def _json_body() -> object:
+    try:
+        return json.loads(request.get_data(cache=False) or b"null")
+    except (ValueError, RecursionError) as exc:
+        raise CdsBadRequest(f"The request body is not valid JSON ({type(exc).__name__}); send a CDS Hooks request object.") from exc
+
+
+def _today() -> date:
+    fixed = current_app.config.get("SPINE_CDS_TODAY")
+    return date.fromisoformat(fixed) if fixed else date.today()
+
+
+def _remember(service_id: str, hook, response: dict, decisions) -> None:
+    """Store what each card decided (no PHI) so feedback can be joined to it."""
+    now = datetime.now(timezone.utc).isoformat()
+    for card, d in zip(response["cards"], decisions):
+        suggestions = [s["uuid"] for s in card.get("suggestions", [])]
+        state().store.record_decision(card["uuid"], service_id, hook.hook, hook.hook_instance, d.order.reference,
+                                      d.route.program.id, d.guideline.id if d.guideline else None,
+                                      d.indication_id, d.outcome, suggestions, now)
+        log.info("hook=%s instance=%s order=%s program=%s guideline=%s outcome=%s indication=%s",
+                 hook.hook, hook.hook_instance, d.order.reference, d.route.program.id,
+                 d.guideline.id if d.guideline else None, d.outcome, d.indication_id)

@@ -1,0 +1,68 @@
+"""Shared fixtures: the app factory with test settings, its client, and the loaded registry."""
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # casebuilder, fhir_stub, helpers
+
+from cds_service import close_app, create_app  # noqa: E402
+from cds_service.registry import load_registry  # noqa: E402
+from cds_service.studies import load_studies  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0", ""}
+
+
+@pytest.fixture(autouse=True)
+def no_internet(monkeypatch):
+    """Tests never leave the machine: name lookups of non-local hosts fail as if DNS were down."""
+    real = socket.getaddrinfo
+
+    def guarded(host, *args, **kwargs):
+        if host is not None and str(host) not in LOCAL_HOSTS and not str(host).startswith("127."):
+            raise socket.gaierror(f"tests may not resolve {host!r}")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded)
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    return load_studies(ROOT / "mappings" / "studies.json")
+
+
+@pytest.fixture(scope="session")
+def registry():
+    return load_registry(ROOT / "mappings", ROOT / "valuesets", "nia")
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    apps = []
+
+    def factory(**overrides):
+        config = {"SPINE_CDS_DATABASE": str(tmp_path / "test.sqlite3"), "SPINE_CDS_AUTH": "off",
+                  "SPINE_CDS_TODAY": "2026-11-22", **overrides}
+        app = create_app(config)
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        close_app(app)
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

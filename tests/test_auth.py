@@ -1,0 +1,426 @@
+"""Client authentication with real signed tokens and a real (local) JWKS server.
+
+Keys are throwaway EC P-384 / RSA-2048 keys made per test session; the JWKS is served by a tiny
+threaded ``http.server`` on 127.0.0.1 that counts the requests it receives, so the tests can
+prove when we fetch keys — and, for untrusted issuers or foreign ``jku``s, that we do not.
+The clock is injected, so expiry and cache tests never sleep.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jwt
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from cds_service.auth import ClientAuthenticator, audience_for
+from jwt_helpers import JwksServer, public_jwk
+from cds_service.errors import CdsAuthError
+from cds_service.settings import load_settings
+
+ISS = "https://issuer.test"
+SANDBOX_ISS = "https://sandbox.cds-hooks.org"
+SANDBOX_KID = "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f"
+AUD = "https://cds.example.org/cds-services/spine-imaging"
+T0 = 1_700_000_000.0
+
+
+class Clock:
+    """A settable clock: tests move ``now`` instead of sleeping."""
+
+    def __init__(self, now: float = T0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="session")
+def ec_key():
+    return ec.generate_private_key(ec.SECP384R1())
+
+
+@pytest.fixture(scope="session")
+def rsa_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def server(ec_key, rsa_key):
+    with JwksServer() as srv:
+        srv.jwks = {"keys": [public_jwk(ec_key, "ec-1", "ES384"), public_jwk(rsa_key, "rsa-1", "RS384"),
+                             public_jwk(ec_key, SANDBOX_KID, "ES384")]}
+        yield srv
+
+
+@pytest.fixture
+def jwks_url(server):
+    return server.url + "/jwks.json"
+
+
+@pytest.fixture
+def sandbox_jwks_url(server):
+    return server.url + "/sandbox/.well-known/jwks.json"
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def make_auth(clock):
+    """Build authenticators on a closed-after-test session (filterwarnings=error)."""
+    sessions = []
+
+    def make(issuers: dict, **extra):
+        settings = load_settings({"SPINE_CDS_TRUSTED_ISSUERS": issuers, "SPINE_CDS_JWT_LEEWAY_S": "5",
+                                  "SPINE_CDS_JWT_MAX_AGE_S": "3600", "SPINE_CDS_JWKS_CACHE_TTL_S": "3600",
+                                  **extra})
+        sessions.append(requests.Session())
+        return ClientAuthenticator(settings, session=sessions[-1], clock=clock)
+
+    yield make
+    for session in sessions:
+        session.close()
+
+
+@pytest.fixture
+def auth(make_auth, jwks_url, sandbox_jwks_url):
+    return make_auth({ISS: jwks_url, SANDBOX_ISS: sandbox_jwks_url})
+
+
+MINTED: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_token_in_logs(caplog):
+    """Whatever a test does, no log line may contain a token it minted."""
+    MINTED.clear()
+    caplog.set_level(logging.DEBUG)
+    yield
+    text = caplog.text
+    assert not any(token in text for token in MINTED)
+
+
+@pytest.fixture
+def mint(clock, ec_key, rsa_key):
+    """Sign a token: ES384 with ec-1 by default; ``drop``/``claims``/``headers`` adjust it."""
+
+    def make(alg="ES384", kid="ec-1", key=None, drop=(), headers=None, **claims):
+        payload = {"iss": ISS, "aud": AUD, "iat": int(clock.now), "exp": int(clock.now) + 300,
+                   "jti": uuid.uuid4().hex, **claims}
+        for name in drop:
+            payload.pop(name, None)
+        key = key if key is not None else (ec_key if alg.startswith("ES") else rsa_key)
+        headers = {"kid": kid, **(headers or {})} if kid is not None else headers
+        token = jwt.encode(payload, key, algorithm=alg, headers=headers)
+        MINTED.append(token)
+        return token
+
+    return make
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def reject(auth, token: str | None, audience: str = AUD, *, header: str | None = None) -> str:
+    """Assert the token is refused; return the log reason, checked to not leak the token."""
+    authorization = header if header is not None else (f"Bearer {token}" if token else None)
+    with pytest.raises(CdsAuthError) as info:
+        auth.verify(authorization, audience)
+    exc = info.value
+    assert exc.status == 401 and exc.message == "Authentication failed."
+    if token:
+        assert token not in exc.reason and token not in str(exc)
+        for part in token.split("."):
+            assert len(part) < 8 or part not in exc.reason
+    return exc.reason
+
+
+# --- accepted tokens ---------------------------------------------------------------------------
+
+def test_es384_accepted(auth, mint, server):
+    claims = auth.verify(f"Bearer {mint()}", AUD)
+    assert claims["iss"] == ISS and claims["aud"] == AUD
+    assert server.requests == 1
+
+
+def test_rs384_accepted(auth, mint):
+    assert auth.verify(f"Bearer {mint(alg='RS384', kid='rsa-1')}", AUD)["iss"] == ISS
+
+
+def test_aud_as_one_element_list_accepted(auth, mint):
+    assert auth.verify(f"Bearer {mint(aud=[AUD])}", AUD)["aud"] == [AUD]
+
+
+def test_aud_trailing_slash_tolerated_and_scheme_case_insensitive(auth, mint):
+    assert auth.verify(f"bearer {mint(aud=AUD + '/')}", AUD)
+    assert auth.verify(f"Bearer {mint()}", AUD + "/")
+
+
+def test_typ_case_insensitive_and_optional(auth, mint):
+    assert auth.verify(f"Bearer {mint(headers={'typ': 'jwt'})}", AUD)
+    token = mint(headers={"typ": None})  # PyJWT drops a typ of None
+    assert "typ" not in jwt.get_unverified_header(token)
+    assert auth.verify(f"Bearer {token}", AUD)
+
+
+def test_sandbox_shaped_token_accepted(auth, mint, clock, sandbox_jwks_url):
+    """ES384, kid/jku as the public sandbox sends them, iat 0.5 s ahead, exp = iat + 300, tenant."""
+    iat = clock.now + 0.5
+    token = mint(kid=SANDBOX_KID, headers={"jku": sandbox_jwks_url}, iss=SANDBOX_ISS, iat=iat,
+                 exp=iat + 300, tenant="2ddd6c3a-8e9a-44c6-a305-52111ad302a2")
+    claims = auth.verify(f"Bearer {token}", AUD)
+    assert claims["iss"] == SANDBOX_ISS and claims["tenant"]
+
+
+def test_leeway_on_exp(auth, mint, clock):
+    token = mint(exp=int(clock.now) - 2)
+    assert auth.verify(f"Bearer {token}", AUD)
+
+
+# --- malformed requests ------------------------------------------------------------------------
+
+def test_missing_header(auth, server):
+    assert reject(auth, None) == "no Authorization header"
+    assert server.requests == 0
+
+
+@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "Token abc"])
+def test_not_bearer(auth, header):
+    assert "Bearer" in reject(auth, None, header=header)
+
+
+@pytest.mark.parametrize("garbage", ["not.a.jwt", "abc", "a.b.c.d", "..", "eyJhbGciOiJFUzM4NCJ9.e30"])
+def test_garbage_token(auth, garbage, server):
+    reject(auth, garbage)
+    assert server.requests == 0
+
+
+# --- algorithm and header rules (checked before any key work) -----------------------------------
+
+def test_alg_none_refused(auth, server, clock):
+    payload = {"iss": ISS, "aud": AUD, "iat": clock.now, "exp": clock.now + 300, "jti": "n1"}
+    for alg in ("none", "None", "NONE"):
+        token = f"{_b64({'alg': alg, 'typ': 'JWT', 'kid': 'ec-1'})}.{_b64(payload)}."
+        MINTED.append(token)
+        assert reject(auth, token) == "alg is not ES384 or RS384"
+    assert server.requests == 0
+
+
+def test_hs256_refused(auth, mint, server):
+    token = mint(alg="HS256", key=b"s3cret-" * 10)
+    assert reject(auth, token) == "alg is not ES384 or RS384"
+    assert server.requests == 0
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256", "PS384", "ES512"])
+def test_other_asymmetric_algs_refused(auth, mint, server, alg):
+    key = {"ES256": ec.generate_private_key(ec.SECP256R1()),
+           "ES512": ec.generate_private_key(ec.SECP521R1())}.get(alg)
+    assert reject(auth, mint(alg=alg, key=key)) == "alg is not ES384 or RS384"
+    assert server.requests == 0
+
+
+def test_header_alg_must_match_key(auth, mint, rsa_key):
+    """An RS384 token naming the EC key's kid cannot be verified with it."""
+    reject(auth, mint(alg="RS384", kid="ec-1", key=rsa_key))
+
+
+def test_typ_other_than_jwt_refused(auth, mint):
+    assert reject(auth, mint(headers={"typ": "at+jwt"})) == "typ is not JWT"
+
+
+def test_kid_missing_refused(auth, mint, server):
+    token = mint(kid=None)
+    assert reject(auth, token) == "kid missing"
+    assert server.requests == 0
+
+
+# --- claims ------------------------------------------------------------------------------------
+
+def test_wrong_aud_refused(auth, mint):
+    assert "aud" in reject(auth, mint(aud="https://cds.example.org/cds-services"))
+    assert "aud" in reject(auth, mint(aud=[]))
+    assert "aud" in reject(auth, mint(), AUD + "/feedback")
+
+
+def test_expired_refused(auth, mint, clock):
+    token = mint()
+    clock.now += 300 + 6
+    assert reject(auth, token) == "token expired"
+
+
+def test_iat_in_future_beyond_leeway_refused(auth, mint, clock):
+    assert reject(auth, mint(iat=clock.now + 60)) == "token issued in the future"
+
+
+def test_iat_too_old_refused(auth, mint, clock):
+    assert reject(auth, mint(iat=clock.now - 3601, exp=clock.now + 300)) == "token too old (iat)"
+
+
+@pytest.mark.parametrize("claim", ["iss", "aud", "exp", "iat", "jti"])
+def test_required_claim_missing(auth, mint, claim):
+    reject(auth, mint(drop=[claim]))
+
+
+@pytest.mark.parametrize("claims", [{"exp": "soon"}, {"iat": True}, {"jti": ""}, {"aud": 5},
+                                    {"aud": [AUD, 5]}, {"exp": float("nan")}, {"iat": float("nan")},
+                                    {"exp": float("inf")}, {"nbf": T0 + 60}])
+def test_claim_of_wrong_type_or_value_refused(auth, mint, claims):
+    reject(auth, mint(**claims))
+
+
+def test_replayed_jti_refused(auth, mint):
+    token = mint()
+    auth.verify(f"Bearer {token}", AUD)
+    assert reject(auth, token) == "jti replayed"
+    assert reject(auth, mint(jti=jwt.decode(token, options={"verify_signature": False})["jti"])) == "jti replayed"
+
+
+def test_replay_refused_under_concurrency(auth, mint):
+    token = mint()
+    auth.verify(f"Bearer {mint()}", AUD)  # warm the key cache
+    results = []
+
+    def call():
+        try:
+            auth.verify(f"Bearer {token}", AUD)
+            results.append("ok")
+        except CdsAuthError as exc:
+            results.append(exc.reason)
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("ok") == 1 and results.count("jti replayed") == 7
+
+
+def test_same_jti_from_another_issuer_is_not_a_replay(auth, mint):
+    auth.verify(f"Bearer {mint(jti='same')}", AUD)
+    assert auth.verify(f"Bearer {mint(jti='same', iss=SANDBOX_ISS)}", AUD)
+
+
+# --- trust: issuers, jku, keys -----------------------------------------------------------------
+
+def test_untrusted_iss_refused_without_fetch(auth, mint, server):
+    assert reject(auth, mint(iss="https://evil.test")) == "iss missing or not trusted"
+    assert reject(auth, mint(iss="https://evil.test", headers={"jku": server.url + "/jwks.json"}))
+    assert server.requests == 0
+
+
+def test_foreign_jku_refused_without_any_fetch(auth, mint, server):
+    with socket.socket() as evil:
+        evil.bind(("127.0.0.1", 0))
+        evil.listen(8)
+        evil.setblocking(False)
+        evil_url = f"http://127.0.0.1:{evil.getsockname()[1]}/evil.json"
+        for jku in (evil_url, server.url + "/evil/jwks.json", server.url + "/jwks.json/"):
+            token = mint(headers={"jku": jku})
+            assert reject(auth, token) == "jku is not the trusted JWKS URL of the issuer"
+        with pytest.raises(BlockingIOError):
+            evil.accept()  # nobody connected
+    assert server.requests == 0
+
+
+def test_jku_equal_to_trusted_url_accepted(auth, mint, jwks_url):
+    assert auth.verify(f"Bearer {mint(headers={'jku': jwks_url})}", AUD)
+
+
+def test_unknown_kid_refreshes_once_then_refused(auth, mint, server, clock):
+    auth.verify(f"Bearer {mint()}", AUD)
+    assert server.requests == 1
+    clock.now += 11
+    assert reject(auth, mint(kid="unknown")) == "kid not in the issuer's JWKS"
+    assert server.requests == 2
+    for _ in range(5):  # a flood of unknown kids does not hammer the JWKS host
+        reject(auth, mint(kid="unknown"))
+    assert server.requests == 2
+
+
+def test_unknown_kid_on_cold_cache_fetches_once(auth, mint, server):
+    reject(auth, mint(kid="unknown"))
+    assert server.requests == 1
+
+
+def test_key_rotation(auth, mint, server, clock):
+    auth.verify(f"Bearer {mint()}", AUD)
+    new_key = ec.generate_private_key(ec.SECP384R1())
+    server.jwks = {"keys": [public_jwk(new_key, "ec-2", "ES384")]}
+    clock.now += 11
+    assert auth.verify(f"Bearer {mint(kid='ec-2', key=new_key)}", AUD)
+    assert server.requests == 2
+    assert reject(auth, mint()) == "kid not in the issuer's JWKS"  # the withdrawn key is gone
+    assert server.requests == 2
+
+
+def test_jwks_cache_expires(auth, mint, server, clock):
+    auth.verify(f"Bearer {mint()}", AUD)
+    clock.now += 100
+    auth.verify(f"Bearer {mint()}", AUD)
+    assert server.requests == 1
+    clock.now += 3600
+    auth.verify(f"Bearer {mint()}", AUD)
+    assert server.requests == 2
+
+
+def test_jwks_server_down_is_an_auth_error(make_auth, mint):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    auth = make_auth({ISS: f"http://127.0.0.1:{port}/jwks.json"})
+    assert reject(auth, mint()) == "the issuer's JWKS is unavailable"
+
+
+def test_jwks_server_error_is_rate_limited(auth, mint, server, clock):
+    server.status = 503
+    for _ in range(3):
+        assert reject(auth, mint()) == "the issuer's JWKS is unavailable"
+    assert server.requests == 1
+    server.status = 200
+    clock.now += 11
+    assert auth.verify(f"Bearer {mint()}", AUD)
+    assert server.requests == 2
+
+
+def test_jwks_that_is_not_a_key_set(auth, mint, server):
+    server.jwks = {"keys": "nope"}
+    assert reject(auth, mint()) == "the issuer's JWKS is unavailable"
+
+
+def test_symmetric_key_in_jwks_is_ignored(auth, mint, server):
+    server.jwks = {"keys": [{"kty": "oct", "kid": "ec-1", "k": _b64({"x": 1})}]}
+    assert reject(auth, mint()) == "kid not in the issuer's JWKS"
+
+
+def test_tampered_signature_refused(auth, mint):
+    head, body, sig = mint().split(".")
+    other = mint(aud="https://other.example")
+    token = f"{head}.{other.split('.')[1]}.{sig}"
+    MINTED.append(token)
+    assert reject(auth, token).startswith("token rejected")
+
+
+# --- audience_for ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("request_url, base, path, expected", [
+    ("http://10.0.0.5:8000/cds-services/x?debug=1", "", "/cds-services/x",
+     "http://10.0.0.5:8000/cds-services/x"),
+    ("http://10.0.0.5:8000/cds-services/x", "https://cds.example.org", "/cds-services/x",
+     "https://cds.example.org/cds-services/x"),
+    ("http://10.0.0.5:8000/cds-services", "https://cds.example.org/spine/", "/cds-services",
+     "https://cds.example.org/spine/cds-services"),
+])
+def test_audience_for(request_url, base, path, expected):
+    assert audience_for(request_url, base, path) == expected

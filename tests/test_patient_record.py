@@ -1,0 +1,369 @@
+"""Prefetch-first gathering with a FHIR fallback, against a real HTTP stub on 127.0.0.1."""
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+import pytest
+import requests
+
+from cds_service.errors import CdsBadRequest, CdsPreconditionFailed, FhirUnavailable
+from cds_service.fhir_client import FhirClient, check_fhir_server_allowed, is_public_address
+from cds_service.model import HookRequest
+from cds_service.patient_record import RecordGatherer
+from cds_service.prefetch import KEY_TYPES, PREFETCH, REQUIRED_KEYS, fill_template, normalise_prefetch
+from cds_service.settings import load_settings
+from fhir_stub import FhirStub
+
+PATIENT_ID = "pat-7f3a"
+USER = "Practitioner/doc-1"
+TOKEN = "tok-secret-1234"
+SEARCH_TYPES = {key: types[0] for key, types in KEY_TYPES.items() if key != "patient"}
+
+
+def ref(rtype: str, rid: str) -> dict:
+    return {"reference": f"{rtype}/{rid}"}
+
+
+def record_resources() -> list[dict]:
+    """Two resources of every searched type, a Coverage with its payer, one other patient."""
+    items = [{"resourceType": "Patient", "id": PATIENT_ID, "birthDate": "1970-01-01"},
+             {"resourceType": "Organization", "id": "payer-1", "name": "Payer"},
+             {"resourceType": "Condition", "id": "other", "subject": ref("Patient", "someone-else")}]
+    for rtype in SEARCH_TYPES.values():
+        field = "beneficiary" if rtype == "Coverage" else "subject"
+        for n in (1, 2):
+            item = {"resourceType": rtype, "id": f"{rtype.lower()}-{n}", field: ref("Patient", PATIENT_ID)}
+            if rtype == "Coverage":
+                item["payor"] = [ref("Organization", "payer-1")]
+            items.append(item)
+    return items
+
+
+def bundle(resources: list[dict], next_url: str | None = None) -> dict:
+    links = [{"relation": "next", "url": next_url}] if next_url else []
+    return {"resourceType": "Bundle", "type": "searchset", "link": links,
+            "entry": [{"resource": r} for r in resources]}
+
+
+def of_type(rtype: str) -> list[dict]:
+    return [r for r in record_resources() if r["resourceType"] == rtype and r["id"] != "other"]
+
+
+def full_prefetch() -> dict:
+    prefetch = {key: bundle(of_type(rtype)) for key, rtype in SEARCH_TYPES.items()}
+    prefetch["coverage"]["entry"].append({"resource": of_type("Organization")[0]})
+    prefetch["patient"] = of_type("Patient")[0]
+    return prefetch
+
+
+def make_hook(server: str | None, prefetch: dict | None = None, **overrides) -> HookRequest:
+    values = dict(hook="order-select", hook_instance="d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+                  context={"patientId": PATIENT_ID, "userId": USER}, patient_id=PATIENT_ID,
+                  user_id=USER, draft_orders=(), selections=(), fhir_server=server,
+                  access_token=TOKEN, prefetch=prefetch or {})
+    return HookRequest(**(values | overrides))
+
+
+@pytest.fixture
+def stub():
+    with FhirStub(token=TOKEN) as server:
+        server.add(*record_resources())
+        yield server
+
+
+@pytest.fixture
+def session():
+    with requests.Session() as shared:
+        yield shared
+
+
+@pytest.fixture
+def make_gatherer(stub, session):
+    """Build gatherers whose settings allow the stub; all are closed after the test."""
+    made = []
+
+    def make(**env) -> RecordGatherer:
+        settings = load_settings({"SPINE_CDS_ALLOWED_FHIR_SERVERS": stub.url, **env})
+        made.append(RecordGatherer(settings, session))
+        return made[-1]
+
+    yield make
+    for gatherer in made:
+        gatherer.close()
+
+
+def test_templates_are_cds_hooks_2_0_and_cover_the_keys():
+    assert set(PREFETCH) == set(KEY_TYPES) == {
+        "patient", "coverage", "conditions", "observations", "procedures", "imagingStudies",
+        "medicationRequests", "diagnosticReports", "serviceRequests"}
+    assert REQUIRED_KEYS == {"patient", "conditions", "procedures", "medicationRequests",
+                             "observations", "imagingStudies"}
+    assert PREFETCH["patient"] == "Patient/{{context.patientId}}"
+    assert "_include=Coverage:payor" in PREFETCH["coverage"]
+    assert "_sort=-authored" in PREFETCH["serviceRequests"]
+    for template in PREFETCH.values():
+        assert "{{context.patientId}}" in template and "draftOrders" not in template
+
+
+def test_full_prefetch_makes_no_http_call(stub, make_gatherer):
+    record = make_gatherer().gather(make_hook(stub.url, full_prefetch()))
+    assert stub.requests == [] and stub.connections == 0
+    assert set(record.sources.values()) == {"prefetch"}
+    assert record.patient["id"] == PATIENT_ID
+    assert len(record.of_type("Condition")) == 2
+    assert [o["id"] for o in record.of_type("Organization")] == ["payer-1"]
+
+
+def test_omitted_keys_are_fetched_in_parallel(stub, make_gatherer):
+    stub.delay = 0.3
+    record = make_gatherer().gather(make_hook(stub.url))
+    assert len(stub.requests) == len(PREFETCH)
+    assert stub.max_in_flight > 1
+    assert set(record.sources.values()) == {"fhir"}
+    assert record.patient["id"] == PATIENT_ID
+    assert {c["id"] for c in record.of_type("Condition")} == {"condition-1", "condition-2"}
+    assert [o["id"] for o in record.of_type("Organization")] == ["payer-1"]  # via _include
+
+
+def test_null_key_means_no_data_and_no_fetch(stub, make_gatherer):
+    prefetch = full_prefetch() | {"conditions": None, "coverage": None}
+    record = make_gatherer().gather(make_hook(stub.url, prefetch))
+    assert stub.requests == []
+    assert record.sources["conditions"] == record.sources["coverage"] == "null"
+    assert record.of_type("Condition") == ()
+
+
+def test_operation_outcome_key_is_fetched(stub, make_gatherer):
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
+    record = make_gatherer().gather(make_hook(stub.url, full_prefetch() | {"conditions": outcome}))
+    assert [path.split("?")[0] for path in stub.requests] == ["/Condition"]
+    assert record.sources["conditions"] == "fhir"
+    assert len(record.of_type("Condition")) == 2
+
+
+@pytest.mark.parametrize("junk", ["text", 42, [], {"no": "type"}, {"resourceType": "Bundle", "entry": 5}])
+def test_junk_prefetch_value_is_failed_then_fetched(stub, make_gatherer, junk):
+    assert normalise_prefetch(junk).state == "failed"
+    record = make_gatherer().gather(make_hook(stub.url, full_prefetch() | {"procedures": junk}))
+    assert record.sources["procedures"] == "fhir" and len(record.of_type("Procedure")) == 2
+
+
+def test_normalise_prefetch_reads_bundles_defensively():
+    condition = {"resourceType": "Condition", "id": "c1"}
+    value = {"resourceType": "Bundle", "entry": [
+        {"resource": condition}, {"resourceType": "Condition", "id": "c2"},
+        {"search": {"mode": "outcome"}, "resource": {"resourceType": "Basic"}},
+        {"resource": {"resourceType": "OperationOutcome"}}, {"fullUrl": "x"}, "junk"]}
+    got = normalise_prefetch(value)
+    assert got.state == "ok" and [r["id"] for r in got.resources] == ["c1", "c2"]
+    assert normalise_prefetch(condition).resources == (condition,)
+    assert normalise_prefetch(None).state == "null"
+    assert normalise_prefetch({"resourceType": "Bundle"}).state == "ok"  # empty search (3.0 style)
+
+
+def test_paged_prefetch_bundle_fetches_the_remaining_pages(stub, make_gatherer):
+    conditions = [{"resourceType": "Condition", "id": f"c{n}", "subject": ref("Patient", PATIENT_ID)}
+                  for n in range(5)]
+    stub.resources["Condition"] = conditions
+    first = bundle(conditions[:2], f"{stub.url}/Condition?patient={PATIENT_ID}&_count=2&_offset=2")
+    record = make_gatherer().gather(make_hook(stub.url, full_prefetch() | {"conditions": first}))
+    assert len(stub.requests) == 2  # pages 2 and 3
+    assert record.sources["conditions"] == "fhir"
+    assert [c["id"] for c in record.of_type("Condition")] == [f"c{n}" for n in range(5)]
+
+
+def test_paged_prefetch_without_server_is_partial_not_412(make_gatherer):
+    first = bundle(of_type("Condition"), "https://ehr.example/fhir/Condition?page=2")
+    record = make_gatherer().gather(make_hook(None, full_prefetch() | {"conditions": first}))
+    assert record.sources["conditions"] == "partial"
+    assert len(record.of_type("Condition")) == 2
+
+
+def test_paged_prefetch_with_foreign_next_link_stays_partial(stub, make_gatherer):
+    with FhirStub() as foreign:
+        first = bundle(of_type("Condition"), f"{foreign.url}/Condition?patient={PATIENT_ID}&_offset=2")
+        record = make_gatherer().gather(make_hook(stub.url, full_prefetch() | {"conditions": first}))
+        assert foreign.connections == 0
+    assert record.sources["conditions"] == "partial" and len(record.of_type("Condition")) == 2
+
+
+def test_next_links_are_followed_up_to_the_page_cap(stub, make_gatherer):
+    stub.endless_next = True
+    record = make_gatherer(SPINE_CDS_FHIR_MAX_PAGES="3").gather(
+        make_hook(stub.url, full_prefetch() | {"conditions": None, "procedures": {"resourceType": "OperationOutcome"}}))
+    assert len(stub.requests) == 3
+    assert record.sources["procedures"] == "partial"
+
+
+def test_newest_n_service_requests_read_one_page_only(stub, make_gatherer):
+    stub.endless_next = True
+    prefetch = full_prefetch()
+    del prefetch["serviceRequests"]
+    record = make_gatherer().gather(make_hook(stub.url, prefetch))
+    assert len(stub.requests) == 1 and "_sort=-authored" in stub.requests[0]
+    assert record.sources["serviceRequests"] == "fhir"
+    paged = bundle(of_type("ServiceRequest"), f"{stub.url}/ServiceRequest?_offset=50")
+    record = make_gatherer().gather(make_hook(stub.url, full_prefetch() | {"serviceRequests": paged}))
+    assert len(stub.requests) == 1 and record.sources["serviceRequests"] == "prefetch"
+
+
+def test_cross_origin_next_link_is_ignored(stub, session):
+    settings = load_settings({"SPINE_CDS_FHIR_PAGE_SIZE": "1"})
+    with FhirStub(token=TOKEN) as foreign:
+        stub.next_base = foreign.url
+        result = FhirClient(stub.url, TOKEN, session, settings).search_result(f"Condition?patient={PATIENT_ID}")
+        assert foreign.connections == 0
+    assert not result.complete and len(result.resources) == 1
+    assert len(stub.requests) == 1 and "_count=1" in stub.requests[0]
+
+
+def test_token_is_sent_as_bearer(stub, make_gatherer):
+    make_gatherer().gather(make_hook(stub.url, full_prefetch() | {"patient": None, "conditions": None} |
+                                     {"coverage": {"resourceType": "OperationOutcome"}}))
+    assert stub.authorization == [f"Bearer {TOKEN}"]
+
+
+def test_refused_token_marks_keys_failed_without_crash(stub, make_gatherer, session, caplog):
+    hook = make_hook(stub.url, {"patient": of_type("Patient")[0]}, access_token="wrong-token")
+    record = make_gatherer().gather(hook)
+    assert record.sources["patient"] == "prefetch"
+    assert {v for k, v in record.sources.items() if k != "patient"} == {"failed"}
+    with pytest.raises(FhirUnavailable, match="the access token was refused") as info:
+        FhirClient(stub.url, "wrong-token", session, load_settings({})).search("Condition")
+    assert "wrong-token" not in info.value.message and "wrong-token" not in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["fail_status", "not_json"])
+def test_server_errors_mark_keys_failed(stub, make_gatherer, mode):
+    setattr(stub, mode, 500 if mode == "fail_status" else True)
+    record = make_gatherer().gather(make_hook(stub.url, full_prefetch() | {"conditions": None} |
+                                              {"observations": {"resourceType": "OperationOutcome"}}))
+    assert record.sources["observations"] == "failed" and record.sources["conditions"] == "null"
+
+
+def test_slow_server_times_out_quickly_and_marks_failed(stub, make_gatherer):
+    stub.delay = 5
+    started = time.monotonic()
+    record = make_gatherer(SPINE_CDS_FHIR_TIMEOUT_S="0.2").gather(make_hook(stub.url))
+    assert time.monotonic() - started < 2
+    assert set(record.sources.values()) == {"failed"}
+    assert record.patient is None
+
+
+def test_cache_serves_same_user_and_token_only(stub, make_gatherer):
+    gatherer = make_gatherer()
+    gatherer.gather(make_hook(stub.url))
+    first = len(stub.requests)
+    record = gatherer.gather(make_hook(stub.url))
+    assert len(stub.requests) == first
+    assert set(record.sources.values()) == {"cache"} and len(record.of_type("Condition")) == 2
+    stub.token = "tok-other"
+    gatherer.gather(make_hook(stub.url, access_token="tok-other"))
+    assert len(stub.requests) == 2 * first
+    gatherer.gather(make_hook(stub.url, access_token="tok-other", user_id="Practitioner/doc-2"))
+    assert len(stub.requests) == 3 * first
+
+
+def test_prefetched_data_is_not_cached(stub, make_gatherer):
+    gatherer = make_gatherer()
+    gatherer.gather(make_hook(stub.url, full_prefetch()))
+    gatherer.gather(make_hook(stub.url))
+    assert len(stub.requests) == len(PREFETCH)
+
+
+def test_missing_required_key_without_server_is_412(make_gatherer):
+    prefetch = full_prefetch()
+    del prefetch["conditions"], prefetch["procedures"]
+    with pytest.raises(CdsPreconditionFailed) as info:
+        make_gatherer().gather(make_hook(None, prefetch))
+    assert "conditions, procedures" in info.value.message and "fhirServer" in info.value.message
+    assert info.value.status == 412
+
+
+def test_missing_optional_key_without_server_is_failed(make_gatherer):
+    prefetch = full_prefetch()
+    del prefetch["coverage"]
+    record = make_gatherer().gather(make_hook(None, prefetch))
+    assert record.sources["coverage"] == "failed" and record.sources["conditions"] == "prefetch"
+
+
+def test_loopback_server_not_allowlisted_is_refused_without_connecting(stub, session):
+    with RecordGatherer(load_settings({}), session) as gatherer:
+        with pytest.raises(CdsBadRequest, match="SPINE_CDS_ALLOWED_FHIR_SERVERS"):
+            gatherer.gather(make_hook(stub.url))
+        https_url = stub.url.replace("http://", "https://")
+        with pytest.raises(CdsBadRequest, match="loopback, private"):
+            gatherer.gather(make_hook(https_url))
+    assert stub.connections == 0
+
+
+@pytest.fixture
+def resolves_to(monkeypatch):
+    """Make every host resolve to the given addresses."""
+    def install(*addresses: str) -> None:
+        def fake(host, port, *args, **kwargs):
+            return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                     (a, port)) for a in addresses]
+        monkeypatch.setattr(socket, "getaddrinfo", fake)
+    return install
+
+
+@pytest.mark.parametrize("address", [
+    "10.1.2.3", "172.16.0.9", "192.168.1.1", "127.0.0.1", "169.254.169.254", "0.0.0.0",
+    "100.64.0.1", "224.0.0.1", "240.0.0.1", "::1", "::", "fe80::1%eth0", "fc00::1", "ff02::1",
+    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::a00:1", "2002:7f00:1::1"])
+def test_https_server_on_non_public_address_is_refused(resolves_to, address):
+    resolves_to(address)
+    assert not is_public_address(address)
+    with pytest.raises(CdsBadRequest, match="SPINE_CDS_ALLOWED_FHIR_SERVERS"):
+        check_fhir_server_allowed("https://ehr.example/fhir", load_settings({}))
+
+
+def test_https_server_on_public_addresses_is_allowed(resolves_to):
+    resolves_to("93.184.216.34", "2606:2800:220:1::1")
+    check_fhir_server_allowed("https://ehr.example/fhir", load_settings({}))
+    resolves_to("93.184.216.34", "10.0.0.1")  # one private answer is enough to refuse
+    with pytest.raises(CdsBadRequest):
+        check_fhir_server_allowed("https://ehr.example/fhir", load_settings({}))
+
+
+def test_allowlist_and_scheme_rules(resolves_to):
+    resolves_to("127.0.0.1")
+    settings = load_settings({"SPINE_CDS_ALLOWED_FHIR_SERVERS": "http://LOCALHOST:8080/fhir/"})
+    check_fhir_server_allowed("http://localhost:8080/fhir", settings)
+    check_fhir_server_allowed("http://localhost:8080/fhir/", settings)
+    for url in ("http://ehr.example/fhir", "ftp://ehr.example/fhir", "not a url", "http://localhost:8080/other"):
+        with pytest.raises(CdsBadRequest):
+            check_fhir_server_allowed(url, settings)
+
+
+def test_unresolvable_host_marks_keys_failed(monkeypatch, session):
+    def fail(*args, **kwargs):
+        raise socket.gaierror("no such host")
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    with RecordGatherer(load_settings({}), session) as gatherer:
+        record = gatherer.gather(make_hook("https://nowhere.example/fhir", full_prefetch() | {"conditions": {}}))
+    assert record.sources["conditions"] == "failed" and record.sources["patient"] == "prefetch"
+
+
+def test_fill_template_quotes_values_and_needs_every_token():
+    assert fill_template("Patient/{{context.patientId}}", {"patientId": "a/b?c"}) == "Patient/a%2Fb%3Fc"
+    assert fill_template("Encounter/{{context.encounterId}}", {"patientId": "p"}) is None
+    assert fill_template("x?p={{userPractitionerId}}", {"userId": "Practitioner/u1"}) == "x?p=u1"
+
+
+def test_duplicate_resources_are_kept_once(make_gatherer):
+    prefetch = full_prefetch()
+    prefetch["conditions"]["entry"] *= 2
+    record = make_gatherer().gather(make_hook(None, prefetch))
+    assert [c["id"] for c in record.of_type("Condition")] == ["condition-1", "condition-2"]
+
+
+def test_logs_hold_no_patient_id_or_token(stub, make_gatherer, caplog):
+    caplog.set_level(logging.INFO)
+    stub.endless_next = True
+    make_gatherer(SPINE_CDS_FHIR_MAX_PAGES="2").gather(make_hook(stub.url))
+    assert "patient record in" in caplog.text
+    assert PATIENT_ID not in caplog.text and TOKEN not in caplog.text
