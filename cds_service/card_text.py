@@ -40,7 +40,7 @@ def approve_summary(d: Decision) -> str:
 
 
 def alternative_summary(d: Decision) -> str:
-    return shorten(f"{short(d)}: order {d.alternative_study.display} instead — {d.alternative.rule.reason}")
+    return shorten(f"Order {d.alternative_study.display} instead — {d.alternative.rule.reason.rstrip('.')}")
 
 
 def documentation_summary(d: Decision) -> str:
@@ -56,7 +56,7 @@ def documentation_summary(d: Decision) -> str:
 
 
 def no_policy_summary(d: Decision) -> str:
-    return shorten(f"No {d.route.program.name} guideline covers {study_name(d).lower()} here; no decision made")
+    return shorten(f"No {d.route.program.name} guideline covers {lower_first(study_name(d))} here; no decision made")
 
 
 def _first_missing(d: Decision) -> str | None:

@@ -77,7 +77,7 @@ def _approve(d: Decision, _hook: str) -> dict:
 
 def _alternative(d: Decision, hook_instance: str) -> dict:
     rule, study = d.alternative.rule, d.alternative_study
-    lines = [f"**{rule.label}:** {rule.reason}.", "", f"> {text.cite(rule)}", "",
+    lines = [f"**{rule.label}.** {rule.reason.rstrip('.')}.", "", f"> {text.cite(rule)}", "",
              *text.evidence_lines(d.alternative.result), "", text.program_note(d)]
     suggestion = {
         "label": f"Order {study.display} instead of {d.order.study.display}",

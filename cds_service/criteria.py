@@ -49,11 +49,14 @@ def _decide(node: dict, facts: Facts, items: list[ClinicalItem], passes: Callabl
         return Result(Status.MET, label, _refs(hits), detail=_describe(hits))
     if any(passes(i) is False for i in timely):
         return Result(Status.NOT_MET, label, _refs(timely), detail="on record, but does not meet the criterion")
+    if timely:
+        return Result(Status.UNKNOWN, label, _refs(timely), detail="on record, but its value or unit cannot be read")
     undated = [i for i in items if in_window(i, facts, window) is None]
     if undated:
         return Result(Status.UNKNOWN, label, _refs(undated), detail="on record without a date; add when it happened")
     if items:
-        return Result(Status.NOT_MET, label, _refs(items), detail=f"only older than {window} days")
+        return Result(Status.NOT_MET, label, _refs(items),
+                      detail=f"only older than {window} days" if window else "only dated in the future")
     return _absent(node, "not found in the record")
 
 
@@ -84,11 +87,18 @@ def observation(node: dict, facts: Facts) -> Result:
     def passes(item: ClinicalItem) -> bool | None:
         if node.get("abnormal"):
             return item.abnormal
-        if item.value is None:
-            return None
-        return all(COMPARISONS[op](item.value, bound) for op, bound in test.items())
+        if item.value is None or not _same_unit(test.get("unit"), item.unit):
+            return None  # no number, or a unit we cannot compare: unknown, not a pass or fail
+        return all(COMPARISONS[op](item.value, bound) for op, bound in test.items() if op in COMPARISONS)
 
     return _decide(node, facts, _coded(node, facts, "observation"), passes)
+
+
+def _same_unit(wanted: str | None, unit: str | None) -> bool:
+    """True when no unit is required, or the result's unit is the required one (UCUM or text)."""
+    if wanted is None:
+        return True
+    return unit is not None and unit.strip().strip("[]").lower() == wanted.strip().strip("[]").lower()
 
 
 def procedure(node: dict, facts: Facts) -> Result:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .evaluation import RuleResult, count_leaves, evaluate_rules
+from .evaluation import RuleResult, count_leaves, evaluate_rules, evidence_score
 from .guidelines import Guideline
 from .model import Facts, SpineOrder, Status, Study
 from .routing import Route
@@ -85,13 +85,17 @@ def _met_alternative(results: tuple[RuleResult, ...], when: str, facts: Facts, c
 
 
 def rank_nearest(indications: tuple[RuleResult, ...], limit: int = 3) -> tuple[RuleResult, ...]:
-    """Indications closest to being met: most evidence found, then only time missing, then
-    fewest unknowns; ties keep the guideline's order.  Not-met ones only if nothing else."""
-    open_ = [r for r in indications if r.status == Status.UNKNOWN] or list(indications)
+    """Indications closest to being met, for the documentation card.
 
+    Indications the record says something about (even if a window excluded it) come before
+    those it is silent on; within each, open (unknown) before ruled out (not-met); then the
+    most record evidence, evidence that counts, only time missing, fewest unknowns; ties keep
+    the guideline's order.
+    """
     def key(item: tuple[int, RuleResult]):
         index, r = item
-        return (-count_leaves(r.result, Status.MET), r.result.met_on is None,
-                count_leaves(r.result, Status.UNKNOWN), index)
+        relevance = evidence_score(r.result, met_only=False)
+        return (relevance == 0, r.status == Status.NOT_MET, -relevance, -evidence_score(r.result),
+                r.result.met_on is None, count_leaves(r.result, Status.UNKNOWN), index)
 
-    return tuple(r for _, r in sorted(enumerate(open_), key=key)[:limit])
+    return tuple(r for _, r in sorted(enumerate(indications), key=key)[:limit])

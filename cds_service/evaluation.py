@@ -116,7 +116,24 @@ def _as_one(result: Result) -> list[Missing]:
 
 
 def count_leaves(result: Result, status: Status) -> int:
-    """How many leaves of a trace have ``status`` (ranks how near an indication is)."""
+    """How many leaves of a trace have ``status``."""
     if not result.children or result.combinator == "not":
         return 1 if result.status == status else 0
     return sum(count_leaves(child, status) for child in result.children)
+
+
+def evidence_score(result: Result, met_only: bool = True) -> int:
+    """How much clinical evidence a trace found (ranks how near an indication is).
+
+    Only leaves backed by record resources count — an age that fits or an absence (``not``)
+    says nothing about why the study was ordered — and an ``any`` counts once, so a long list
+    of red flags does not outweigh one documented criterion.  With ``met_only`` false, records
+    that matched the codes but failed a window count too: they show what the order is about.
+    """
+    if result.combinator == "not" or (met_only and result.status == Status.NOT_MET):
+        return 0
+    if not result.children:
+        clinical = [ref for ref in result.evidence if ref != "Patient"]
+        return 1 if clinical and (result.status == Status.MET or not met_only) else 0
+    scores = [evidence_score(child, met_only) for child in result.children]
+    return max(scores) if result.combinator == "any" else sum(scores)

@@ -179,9 +179,18 @@ class _Checker:
             self.fail(path, "if_absent must be 'unknown' or 'not-met'")
         if "source" in node:
             self.source(node["source"], path)
+        if kind == "observation" and not (node.get("abnormal") is True or self._value_test(node.get("value"))):
+            self.fail(path, "observation needs abnormal: true or value: {gt|ge|lt|le: number, unit: UCUM}")
         for vs in self._valuesets(node):
             if vs not in self.terms.valuesets:
                 self.fail(path, f"value set {vs!r} does not exist in valuesets/")
+
+    @staticmethod
+    def _value_test(test: object) -> bool:
+        if not isinstance(test, dict) or not test.keys() & {"gt", "ge", "lt", "le"}:
+            return False
+        return test.keys() <= {"gt", "ge", "lt", "le", "unit"} and all(
+            isinstance(v, (int, float)) for k, v in test.items() if k != "unit")
 
     @staticmethod
     def _valuesets(node: dict) -> list[str]:

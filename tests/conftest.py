@@ -1,6 +1,7 @@
 """Shared fixtures: the app factory with test settings, its client, and the loaded registry."""
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from pathlib import Path
@@ -30,6 +31,13 @@ def no_internet(monkeypatch):
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", guarded)
+
+
+@pytest.fixture(autouse=True)
+def reset_service_log_level():
+    """create_app sets the cds_service logger's level from settings; undo it between tests."""
+    yield
+    logging.getLogger("cds_service").setLevel(logging.NOTSET)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ def _facts(case: dict, studies) -> Facts:
     catalog = studies.by_cpt
     items = tuple(ClinicalItem(ref=i["ref"], resource_type=i["type"], valuesets=frozenset(i.get("valuesets", [])),
                                display=i["ref"], when=date.fromisoformat(i["date"]) if i.get("date") else None,
-                               status=i.get("status", "active"), value=i.get("value"), abnormal=i.get("abnormal"),
+                               status=i.get("status", "active"), value=i.get("value"), unit=i.get("unit"), abnormal=i.get("abnormal"),
                                study=catalog[i["study"]] if i.get("study") else None)
                   for i in case.get("items", []))
     order = SpineOrder("ServiceRequest/o", {}, catalog["72148"])

@@ -1,0 +1,79 @@
+"""The spine-cds command: evaluate and demo in-process, serve as a real process on loopback."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from cds_service.cli import SAMPLES, main
+
+
+def test_evaluate_prints_the_hook_response(capsys):
+    sample = SAMPLES / "radiculopathy-conservative-care-failed.json"
+    assert main(["evaluate", str(sample), "--today", "2026-11-22"]) == 0
+    response = json.loads(capsys.readouterr().out)
+    [card] = response["cards"]
+    assert card["extension"]["spine-cds.decision"]["outcome"] == "approve"
+
+
+def test_evaluate_reports_an_unreadable_file(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    assert main(["evaluate", str(bad)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_demo_decides_every_sample(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    index = json.loads((SAMPLES / "index.json").read_text())
+    assert f"{len(index['samples'])} requests decided" in out
+    for sample in index["samples"]:
+        assert sample["title"] in out
+        if sample.get("expect"):
+            assert sample["expect"].upper() in out
+
+
+def test_every_sample_gets_the_outcome_its_index_promises():
+    from cds_service.cli import offline_response
+    from datetime import date
+    index = json.loads((SAMPLES / "index.json").read_text())
+    for sample in index["samples"]:
+        status, response = offline_response(json.loads((SAMPLES / sample["file"]).read_text()), date(2026, 11, 22))
+        outcomes = [c["extension"]["spine-cds.decision"]["outcome"] for c in response["cards"]]
+        assert status == 200 and outcomes == ([sample["expect"]] if sample.get("expect") else []), sample["file"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_answers_discovery_and_stops_gracefully(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "SPINE_CDS_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port), "--workers", "1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/cds-services", timeout=2) as response:
+                    services = json.load(response)["services"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read().decode()
+                time.sleep(0.2)
+        assert {s["hook"] for s in services} == {"order-select", "order-sign"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        proc.stdout.close()
+    assert Path(tmp_path, "spine-cds.sqlite3").exists()
