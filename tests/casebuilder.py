@@ -18,83 +18,52 @@ def concept(text: str) -> dict:
     return {"coding": [coding(text)]}
 
 
-def _condition(e: dict, rid: str) -> dict:
-    status = e.get("status", "active")
-    res = {"resourceType": "Condition", "id": rid, "code": concept(e["code"]),
-           "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": status}]},
-           "subject": {"reference": f"Patient/{PATIENT_ID}"}}
-    if e.get("date"):
-        res["onsetDateTime"] = e["date"]
-    return res
+DATE_FIELDS = {"Condition": "onsetDateTime", "Observation": "effectiveDateTime", "Procedure": "performedDateTime",
+               "MedicationRequest": "authoredOn", "ImagingStudy": "started", "DiagnosticReport": "effectiveDateTime",
+               "ServiceRequest": "authoredOn"}
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 
 
-def _observation(e: dict, rid: str) -> dict:
-    res = {"resourceType": "Observation", "id": rid, "status": "final", "code": concept(e["code"]),
-           "subject": {"reference": f"Patient/{PATIENT_ID}"}}
-    if e.get("date"):
-        res["effectiveDateTime"] = e["date"]
-    if "value" in e:
-        res["valueQuantity"] = {"value": e["value"], "unit": e.get("unit", "")}
-    if e.get("valueCode"):
-        res["valueCodeableConcept"] = concept(e["valueCode"])
-    if e.get("interpretation"):
-        res["interpretation"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
-                                              "code": e["interpretation"]}]}]
-    return res
-
-
-def _procedure(e: dict, rid: str) -> dict:
-    res = {"resourceType": "Procedure", "id": rid, "status": e.get("status", "completed"), "code": concept(e["code"]),
-           "subject": {"reference": f"Patient/{PATIENT_ID}"}}
-    if e.get("date"):
-        res["performedDateTime"] = e["date"]
-    return res
-
-
-def _medication(e: dict, rid: str) -> dict:
-    res = {"resourceType": "MedicationRequest", "id": rid, "status": e.get("status", "active"), "intent": "order",
-           "medicationCodeableConcept": concept(e["code"]), "subject": {"reference": f"Patient/{PATIENT_ID}"}}
-    if e.get("date"):
-        res["authoredOn"] = e["date"]
-    return res
-
-
-def _imaging(e: dict, rid: str) -> dict:
-    res = {"resourceType": "ImagingStudy", "id": rid, "status": "available", "procedureCode": [concept(e["code"])],
-           "subject": {"reference": f"Patient/{PATIENT_ID}"}}
-    if e.get("date"):
-        res["started"] = e["date"]
-    return res
-
-
-def _report(e: dict, rid: str) -> dict:
-    res = {"resourceType": "DiagnosticReport", "id": rid, "status": "final", "code": concept(e["code"]),
-           "subject": {"reference": f"Patient/{PATIENT_ID}"}}
-    if e.get("date"):
-        res["effectiveDateTime"] = e["date"]
-    if e.get("conclusion"):
-        res["conclusionCode"] = [concept(c) for c in e["conclusion"]]
-    return res
-
-
-def _service_request(e: dict, rid: str) -> dict:
-    res = {"resourceType": "ServiceRequest", "id": rid, "status": "draft" if e.get("draft") else e.get("status", "completed"),
-           "intent": "order", "code": concept(e["code"]), "subject": {"reference": f"Patient/{PATIENT_ID}"}}
-    if e.get("date"):
-        res["authoredOn"] = e["date"]
-    return res
-
-
-BUILDERS = {"Condition": _condition, "Observation": _observation, "Procedure": _procedure,
-            "MedicationRequest": _medication, "ImagingStudy": _imaging, "DiagnosticReport": _report,
-            "ServiceRequest": _service_request}
+def _specifics(rtype: str, e: dict) -> dict:
+    """The type-specific elements of a compact record entry."""
+    code = concept(e["code"])
+    if rtype == "Condition":
+        return {"code": code, "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                                             "code": e.get("status", "active")}]}}
+    if rtype == "Observation":
+        res = {"status": "final", "code": code}
+        if "value" in e:
+            res["valueQuantity"] = {"value": e["value"], "unit": e.get("unit", "")}
+        if e.get("valueCode"):
+            res["valueCodeableConcept"] = concept(e["valueCode"])
+        if e.get("interpretation"):
+            res["interpretation"] = [{"coding": [{"system": INTERPRETATION, "code": e["interpretation"]}]}]
+        return res
+    if rtype == "MedicationRequest":
+        return {"status": e.get("status", "active"), "intent": "order", "medicationCodeableConcept": code}
+    if rtype == "ImagingStudy":
+        return {"status": "available", "procedureCode": [code]}
+    if rtype == "DiagnosticReport":
+        res = {"status": "final", "code": code}
+        if e.get("conclusion"):
+            res["conclusionCode"] = [concept(c) for c in e["conclusion"]]
+        return res
+    if rtype == "ServiceRequest":
+        return {"status": "draft" if e.get("draft") else e.get("status", "completed"), "intent": "order", "code": code}
+    return {"status": e.get("status", "completed"), "code": code}  # Procedure
 
 
 def build_resource(entry: dict, index: int) -> dict:
     if "fhir" in entry:
         return entry["fhir"]
     rtype = entry["resource"]
-    return BUILDERS[rtype](entry, f"{rtype[0].lower()}{index}")
+    if rtype not in DATE_FIELDS:
+        raise ValueError(f"case record entry of unknown resource type {rtype!r}; use {sorted(DATE_FIELDS)} or 'fhir'")
+    resource = {"resourceType": rtype, "id": f"{rtype[0].lower()}{index}", "subject": {"reference": f"Patient/{PATIENT_ID}"},
+                **_specifics(rtype, entry)}
+    if entry.get("date"):
+        resource[DATE_FIELDS[rtype]] = entry["date"]
+    return resource
 
 
 def build_case(case: dict, defaults: dict) -> tuple[HookRequest, PatientRecord]:
