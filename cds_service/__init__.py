@@ -36,13 +36,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Create and configure the Flask application.
 
     :param config: setting names (``SPINE_CDS_*``) to values; ``None`` reads the environment.
-        ``SPINE_CDS_TODAY`` (tests and demos only) fixes the evaluation date.
     """
     settings = load_settings(config)
     logging.getLogger("cds_service").setLevel(settings.log_level.upper())
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
-    app.config["SPINE_CDS_TODAY"] = (config or {}).get("SPINE_CDS_TODAY")
     session = requests.Session()
     registry = load_registry(settings.mappings_dir, settings.valuesets_dir, settings.default_program)
     app.extensions["spine_cds"] = AppState(

@@ -22,7 +22,8 @@ def coverage_action(decision: Decision, hook: str, hook_instance: str, today: da
     if decision.route.coverage is None:
         return None
     order = copy.deepcopy(decision.order.resource)
-    order["extension"] = [e for e in order.get("extension", []) if isinstance(e, dict) and e.get("url") != EXT]
+    existing = order.get("extension") if isinstance(order.get("extension"), list) else []
+    order["extension"] = [e for e in existing if isinstance(e, dict) and e.get("url") != EXT]
     order["extension"].append(coverage_extension(decision, hook, hook_instance, today))
     return {"type": "update", "description": f"Coverage information for {decision.order.study.display}",
             "resource": order}

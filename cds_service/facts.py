@@ -55,12 +55,17 @@ def _text_of(concept: object, fallback: str) -> str:
     return fallback
 
 
+def _text_value(value: object) -> str | None:
+    """``value`` if it is a string; anything else (lists, numbers, null) is unknown."""
+    return value if isinstance(value, str) else None
+
+
 def _status_code(value: object) -> str | None:
     """A status that is either a code or a CodeableConcept, as its code."""
     if isinstance(value, str):
         return value
     codings = codings_of(value)
-    return codings[0].get("code") if codings else None
+    return _text_value(codings[0].get("code")) if codings else None
 
 
 class _Reader:
@@ -76,7 +81,7 @@ class _Reader:
     def _resources(self, rtype: str) -> Iterator[dict]:
         for resource in self.record.of_type(rtype):
             if isinstance(resource, dict) and isinstance(resource.get("id"), str) \
-                    and resource.get("status") not in IGNORED_STATUSES:
+                    and _text_value(resource.get("status")) not in IGNORED_STATUSES:
                 yield resource
 
     def _item(self, resource: dict, codings: list[dict], concept: object, **fields) -> ClinicalItem | None:
@@ -119,14 +124,15 @@ class _Reader:
             value = quantity.get("value") if isinstance(quantity.get("value"), (int, float)) else None
             item = self._item(res, codings, res.get("code"),
                               when=first_date(res, "effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued"),
-                              status="completed", value=value, unit=quantity.get("unit") or quantity.get("code"),
+                              status="completed", value=value,
+                              unit=_text_value(quantity.get("unit")) or _text_value(quantity.get("code")),
                               abnormal=_abnormal(res, value))
             if item and (item.valuesets or item.study):
                 yield item
 
     def procedures(self) -> Iterator[ClinicalItem]:
         for res in self._resources("Procedure"):
-            if res.get("status") not in (None, "completed", "in-progress", "stopped", "unknown"):
+            if _text_value(res.get("status")) not in (None, "completed", "in-progress", "stopped", "unknown"):
                 continue
             item = self._item(res, codings_of(res.get("code")), res.get("code"),
                               when=first_date(res, "performedDateTime", "performedPeriod"),
@@ -138,12 +144,12 @@ class _Reader:
         for rtype in ("MedicationRequest", "MedicationStatement"):
             for res in self._resources(rtype):
                 concept = res.get("medicationCodeableConcept")
-                if concept is None and isinstance(res.get("medicationReference"), dict):
+                if not isinstance(concept, dict) and isinstance(res.get("medicationReference"), dict):
                     medication = self.record.resolve(str(res["medicationReference"].get("reference", "")))
                     concept = medication.get("code") if medication else None
                 item = self._item(res, codings_of(concept), concept,
                                   when=first_date(res, "authoredOn", "effectiveDateTime", "effectivePeriod", "dateAsserted"),
-                                  status="active" if res.get("status") in (None, "active") else "completed")
+                                  status="active" if _text_value(res.get("status")) in (None, "active") else "completed")
                 if item:
                     yield item
 
@@ -167,7 +173,7 @@ class _Reader:
         """Earlier orders: completed ones count as done, active ones as requested (NIA's
         "requested at the same time or sequentially")."""
         for res in self._resources("ServiceRequest"):
-            if res.get("status") not in ("active", "completed", "on-hold"):
+            if _text_value(res.get("status")) not in ("active", "completed", "on-hold"):
                 continue
             item = self._item(res, codings_of(res.get("code")), res.get("code"),
                               when=first_date(res, "occurrenceDateTime", "occurrencePeriod", "authoredOn"),
@@ -177,14 +183,15 @@ class _Reader:
 
 
 def _abnormal(resource: dict, value: float | None) -> bool | None:
-    flags = {c.get("code") for c in codings_of(resource.get("interpretation"))}
+    flags = {c.get("code") for c in codings_of(resource.get("interpretation")) if isinstance(c.get("code"), str)}
     if flags & ABNORMAL_FLAGS:
         return True
     if flags & NORMAL_FLAGS:
         return False
     if value is None:
         return None
-    for ref_range in resource.get("referenceRange") or []:
+    ranges = resource.get("referenceRange")
+    for ref_range in ranges if isinstance(ranges, list) else []:
         if not isinstance(ref_range, dict):
             continue
         low = (ref_range.get("low") or {}).get("value") if isinstance(ref_range.get("low"), dict) else None

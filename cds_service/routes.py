@@ -81,7 +81,7 @@ def _json_body() -> object:
 
 
 def _today() -> date:
-    fixed = current_app.config.get("SPINE_CDS_TODAY")
+    fixed = state().settings.today
     return date.fromisoformat(fixed) if fixed else date.today()
 
 

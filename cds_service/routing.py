@@ -66,11 +66,13 @@ def _payer_identifiers(coverage: dict, record: PatientRecord):
         if not isinstance(payor, dict):
             continue
         identifiers = [payor.get("identifier")]
-        if isinstance(payor.get("reference"), str):
+        if isinstance(payor.get("reference"), str):  # the Organization, if it came along
             organization = record.resolve(local_reference(payor["reference"]))
-            identifiers += (organization or {}).get("identifier") or []
+            org_ids = (organization or {}).get("identifier")
+            identifiers += org_ids if isinstance(org_ids, list) else []
         for identifier in identifiers:
-            if isinstance(identifier, dict) and identifier.get("system") and identifier.get("value"):
+            if isinstance(identifier, dict) and isinstance(identifier.get("system"), str) \
+                    and isinstance(identifier.get("value"), str):
                 yield identifier["system"], identifier["value"]
 
 

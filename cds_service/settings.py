@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable, Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,13 @@ def _positive_int(text: str) -> int:
 
 def _text(text: str) -> str:
     return str(text).strip()
+
+
+def _iso_date(text: str) -> str:
+    text = str(text).strip()
+    if text:
+        date.fromisoformat(text)  # raises ValueError with the reason
+    return text
 
 
 def _path(text: str) -> Path:
@@ -164,6 +172,10 @@ class Settings:
     public_base_url: str = setting(
         "SPINE_CDS_PUBLIC_BASE_URL", "", _text,
         "Base URL clients call us at (e.g. https://cds.example.org) when behind a proxy; the JWT aud is checked against it. Empty: the URL of the request.",
+    )
+    today: str = setting(
+        "SPINE_CDS_TODAY", "", _iso_date,
+        "Evaluation date (YYYY-MM-DD) instead of the real date — for demos, tests and replaying past calls; empty: today.",
     )
     log_level: str = setting(
         "SPINE_CDS_LOG_LEVEL", "INFO", _text,
