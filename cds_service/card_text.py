@@ -12,6 +12,7 @@ from .evaluation import Missing, missing_items
 from .model import Result, Status
 
 SUMMARY_LIMIT = 139
+NOT_FOUND = "not found in the record"  # the default reason: implied by a checklist line
 
 
 def shorten(text: str, limit: int = SUMMARY_LIMIT) -> str:
@@ -51,6 +52,8 @@ def documentation_summary(d: Decision) -> str:
         return shorten(prefix + f"{short(d)} criteria met on {day(d.indication.result.met_on)} "
                        f"({d.indication.rule.label})")
     first = _first_missing(d)
+    if first and len(first) > 60 and d.indication:
+        first = lower_first(d.indication.rule.label)  # a long checklist line: name the indication instead
     return shorten(prefix + (f"document {first} to meet {short(d)} criteria" if first
                              else f"the record does not show {short(d)} criteria"))
 
@@ -83,10 +86,19 @@ def evidence_lines(result: Result) -> list[str]:
 
 
 def checklist(items: list[Missing]) -> list[str]:
+    """A markdown task list; alternatives ("one of") nest under their line."""
     lines = []
     for item in items:
         lines.append(f"- [ ] {_missing_text(item)}")
-        lines.extend(f"    - {_missing_text(option)}" for option in item.one_of)
+        lines.extend(_options(item.one_of, depth=1))
+    return lines
+
+
+def _options(options: tuple[Missing, ...], depth: int) -> list[str]:
+    lines = []
+    for option in options:
+        lines.append(f"{'    ' * depth}- {_missing_text(option)}")
+        lines.extend(_options(option.one_of, depth + 1))
     return lines
 
 
@@ -94,7 +106,7 @@ def _missing_text(item: Missing) -> str:
     text = ("One of:" if item.label == "one of" else f"{item.label} — one of:") if item.one_of else item.label
     if item.met_on:
         text += f" (met on {day(item.met_on)} if it continues)"
-    if item.detail and not item.one_of:
+    if item.detail and not item.one_of and item.detail != NOT_FOUND:
         text += f" — {item.detail}"
     return text
 

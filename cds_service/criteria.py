@@ -65,7 +65,10 @@ def _refs(items: Iterable[ClinicalItem]) -> tuple[str, ...]:
 
 
 def _describe(items: list[ClinicalItem]) -> str:
-    parts = [f"{i.display}, {human_date(i.when)}" if i.when else i.display for i in items[:3]]
+    parts = []
+    for item in items[:3]:
+        text = item.display if item.display != item.ref else "on record"
+        parts.append(f"{text}, {human_date(item.when)}" if item.when else text)
     return "; ".join(dict.fromkeys(parts))
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from casebuilder import build_case
+from cds_service.cards import card_for
 from cds_service.hooks import decide_orders
+from contract import assert_card_contract
 
 CASES = Path(__file__).parent / "cases"
 
@@ -49,6 +51,8 @@ def check_case(table: dict, case: dict, registry) -> None:
         assert text.lower() in missing.lower(), f"{text!r} not in missing: {missing}"
     if "met_on" in expect:
         assert decision.indication.result.met_on == date.fromisoformat(expect["met_on"]), _explain(decision)
+    card_decision = assert_card_contract(card_for(decision, hook.hook_instance))  # every scenario renders a valid card
+    assert card_decision["outcome"] == decision.outcome
 
 
 def _missing_labels(decision):
