@@ -1,4 +1,4 @@
-"""Build valuesets/<id>.json from the declarative recipes in scripts/valueset_recipes.json.
+"""Build valuesets/<id>.json from the declarative recipes in scripts/valueset_recipes/<id>.json.
 
 A recipe names ICD-10-CM roots (each root and all its descendants are expanded with the
 ``simple-icd-10-cm`` package, so ranges are never typed by hand) and hand-listed codes of other
@@ -25,7 +25,7 @@ with warnings.catch_warnings():  # simple-icd-10-cm 1.5 loads its data with a de
     import simple_icd_10_cm as icd
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPES = ROOT / "scripts" / "valueset_recipes.json"
+RECIPES = ROOT / "scripts" / "valueset_recipes"
 VALUESETS = ROOT / "valuesets"
 BASE_URL = "https://spine-cds.example.org/fhir/ValueSet/"
 RECIPE_EXTENSION = "https://spine-cds.example.org/fhir/StructureDefinition/expansion-recipe"
@@ -39,9 +39,20 @@ SYSTEMS = {
 ICD_RELEASE = "ICD-10-CM FY2025 release"
 
 
-def load_recipes(path: Path = RECIPES) -> dict:
-    """The recipe file as a dict."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def load_recipes(folder: Path = RECIPES) -> dict:
+    """Every recipe (one file per value set, so parallel edits never collide), with the shared
+    ``_about.json`` settings: ``{"expansion_timestamp": ..., "valuesets": [recipe, ...]}``."""
+    folder = Path(folder)
+    about = json.loads((folder / "_about.json").read_text(encoding="utf-8"))
+    recipes = []
+    for path in sorted(folder.glob("*.json")):
+        if path.name == "_about.json":
+            continue
+        recipe = json.loads(path.read_text(encoding="utf-8"))
+        if recipe.get("id") != path.stem:
+            raise ValueError(f"{path.name}: id must be {path.stem!r}")
+        recipes.append(recipe)
+    return {**about, "valuesets": recipes}
 
 
 def icd10_codes(roots: list[str]) -> list[str]:
@@ -91,7 +102,7 @@ def recipe_text(recipe: dict) -> str:
             counts[system] = counts.get(system, 0) + 1
         summary = ", ".join(f"{n} {system}" for system, n in counts.items())
         parts.append(f"hand-listed codes ({summary}); source: {recipe.get('codes_source', '')}")
-    return "; ".join(parts) + ". Recipe: scripts/valueset_recipes.json, built by scripts/build_valuesets.py."
+    return "; ".join(parts) + f". Recipe: scripts/valueset_recipes/{recipe['id']}.json, built by scripts/build_valuesets.py."
 
 
 def build_valueset(recipe: dict, timestamp: str) -> dict:
