@@ -49,7 +49,11 @@ class StudyCatalog:
             return self.by_cpt.get(spec["cpt"])
         region = ordered.region if spec.get("region") == "ordered" else spec.get("region")
         contrast = ordered.contrast if spec.get("contrast", "ordered") == "ordered" else spec["contrast"]
-        return self.find(spec["modality"], region, contrast) or self.find(spec["modality"], region, "without")
+        for option in (contrast, "without", "none"):  # radiographs and ultrasound have no contrast
+            study = self.find(spec["modality"], region, option)
+            if study:
+                return study
+        return None
 
 
 def load_studies(path: Path) -> StudyCatalog:

@@ -138,9 +138,16 @@ def render(resource: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="report files that differ, write nothing")
+    parser.add_argument("--only", nargs="+", metavar="ID", help="build just these value sets")
     args = parser.parse_args(argv)
+    recipes = load_recipes()
+    if args.only:
+        unknown = set(args.only) - {r["id"] for r in recipes["valuesets"]}
+        if unknown:
+            parser.error(f"no recipe for {sorted(unknown)} in {RECIPES}")
+        recipes["valuesets"] = [r for r in recipes["valuesets"] if r["id"] in args.only]
     stale = []
-    for vs_id, resource in build_all(load_recipes()).items():
+    for vs_id, resource in build_all(recipes).items():
         path = VALUESETS / f"{vs_id}.json"
         text = render(resource)
         if args.check:
