@@ -153,8 +153,13 @@ def conservative_care(node: dict, facts: Facts) -> Result:
     absent = [c for c in node["components"] if not found[c["id"]]]
     evidence = _refs(i for items in found.values() for i in items)
     if not present or (node["require"] == "all" and absent):
+        undated = _refs(i for c in node["components"] for i in facts.items
+                        if i.valuesets & set(c["valuesets"]) and i.when is None and i.resource_type != "ServiceRequest")
         lacking = ", ".join(c["label"] for c in (absent or node["components"]))
-        return Result(Status.UNKNOWN, node["label"], evidence, detail=f"not documented in the last {node['lookback_days']} days: {lacking}")
+        detail = f"not documented in the last {node['lookback_days']} days: {lacking}"
+        if undated:
+            detail += "; care on record without dates — add when it started"
+        return Result(Status.UNKNOWN, node["label"], evidence + undated, detail=detail)
     start = min(i.when for c in present for i in found[c["id"]])
     met_on = start + timedelta(weeks=node["min_weeks"])
     detail = f"care since {human_date(start)} ({(facts.today - start).days // 7} weeks)"
@@ -169,14 +174,15 @@ def draft_order(node: dict, facts: Facts) -> Result:
     regions = {facts.order.study.region} if regions == "ordered" else set(regions)
     others = [o for o in facts.other_orders if o.study.modality in node["modalities"] and o.study.region in regions]
     status = Status.MET if others else Status.NOT_MET
-    return Result(status, node["label"], tuple(o.reference for o in others))
+    detail = ", ".join(f"{o.study.display} ({o.reference})" for o in others) or None
+    return Result(status, node["label"], detail=detail)  # orders in this request are not record evidence
 
 
 def ordered_study(node: dict, facts: Facts) -> Result:
     study = facts.order.study
     ok = all(getattr(study, attr) in node[key] for key, attr in
              (("modalities", "modality"), ("regions", "region"), ("contrast", "contrast")) if key in node)
-    return Result(Status.MET if ok else Status.NOT_MET, node["label"], (facts.order.reference,))
+    return Result(Status.MET if ok else Status.NOT_MET, node["label"], detail=study.display)
 
 
 def documented(node: dict, facts: Facts) -> Result:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .evaluation import RuleResult, count_leaves, evaluate_rules, evidence_score
+from .evaluation import RuleResult, count_leaves, evaluate_rules, evidence_score, missing_items
 from .guidelines import Guideline
 from .model import Facts, SpineOrder, Status, Study
 from .routing import Route
@@ -96,6 +96,6 @@ def rank_nearest(indications: tuple[RuleResult, ...], limit: int = 3) -> tuple[R
         index, r = item
         relevance = evidence_score(r.result, met_only=False)
         return (relevance == 0, r.status == Status.NOT_MET, -relevance, -evidence_score(r.result),
-                r.result.met_on is None, count_leaves(r.result, Status.UNKNOWN), index)
+                r.result.met_on is None, len(missing_items(r.result)), count_leaves(r.result, Status.UNKNOWN), index)
 
     return tuple(r for _, r in sorted(enumerate(indications), key=key)[:limit])

@@ -89,7 +89,7 @@ class Missing:
         """One line: the label, or the alternatives joined with "or"."""
         if not self.one_of:
             return self.label
-        options = " or ".join(option.text() for option in self.one_of)
+        options = " or ".join(option.label for option in self.one_of)  # one level: details stay in the card
         return options if self.label == "one of" else f"{self.label} (one of: {options})"
 
 

@@ -234,7 +234,7 @@ def test_sandbox_call_without_coverage_uses_the_default_program_and_says_so(clie
     assert "systemActions" not in response  # no Coverage: no CRD coverage-information
 
 
-@pytest.mark.parametrize("cpt,payer", [("72146", "nia"), ("72148", "cohere"), ("72131", "aim")])
+@pytest.mark.parametrize("cpt,payer", [("72146", "nia"), ("72141", "healthhelp"), ("72131", "cohere")])
 def test_study_without_an_encoded_guideline_is_no_policy(client, cpt, payer):
     body = load("order-select-lumbar-mri.json")
     body["context"]["draftOrders"]["entry"][0]["resource"]["code"]["coding"][0]["code"] = cpt
