@@ -47,12 +47,33 @@ class ValueSetInfo:
     url: str
 
 
-class Terminology:
-    """Immutable index from (system, code) to the ids of the value sets that contain it."""
+def ingredient_name(display: str) -> str | None:
+    """The ingredient part of an RxNorm name: "ibuprofen 600 MG Oral Tablet" → "ibuprofen".
 
-    def __init__(self, index: dict[tuple[str, str], frozenset[str]], info: dict[str, ValueSetInfo]):
+    RxNorm's normalised names (SCD/SBD) start with the ingredient(s) and then the strength,
+    so the words before the first one holding a digit name the ingredient.
+    """
+    words = []
+    for word in display.lower().replace("[", " ").split():
+        if any(ch.isdigit() for ch in word) or word in {"/", "oral", "injection"}:
+            break
+        words.append(word)
+    return " ".join(words) or None
+
+
+class Terminology:
+    """Immutable index from (system, code) to the ids of the value sets that contain it.
+
+    A prescription names a product (SCD/SBD), not the ingredient a value set is about.  Products
+    listed in an expansion match by code; any other RxNorm product matches by the ingredient
+    name its normalised display starts with (``ingredients``: name → value sets).
+    """
+
+    def __init__(self, index: dict[tuple[str, str], frozenset[str]], info: dict[str, ValueSetInfo],
+                 ingredients: dict[str, frozenset[str]] | None = None):
         self._index = MappingProxyType(index)
         self.valuesets = MappingProxyType(info)
+        self._ingredients = MappingProxyType(dict(ingredients or {}))
 
     def valuesets_for(self, codings: Iterable[dict]) -> frozenset[str]:
         """Union of the value sets of every coding (FHIR Coding dicts) given."""
@@ -62,7 +83,19 @@ class Terminology:
                 key = normalise(coding.get("system"), coding.get("code"))
                 if key is not None:
                     found |= self._index.get(key, frozenset())
+                    if key[0] == RXNORM and key not in self._index:
+                        found |= self._by_ingredient(coding.get("display"))
         return frozenset(found)
+
+    def _by_ingredient(self, display: object) -> frozenset[str]:
+        if not isinstance(display, str) or not self._ingredients:
+            return frozenset()
+        name = ingredient_name(display)
+        while name:  # "cyclobenzaprine hydrochloride" falls back to "cyclobenzaprine"
+            if name in self._ingredients:
+                return self._ingredients[name]
+            name = name.rpartition(" ")[0]
+        return frozenset()
 
     def contains(self, valueset_id: str, system: str, code: str) -> bool:
         key = normalise(system, code)
@@ -79,6 +112,7 @@ def load_terminology(folder: Path) -> Terminology:
     if not folder.is_dir():
         raise CdsConfigError(f"value-set folder {folder} does not exist; set SPINE_CDS_VALUESETS_DIR")
     index: dict[tuple[str, str], set[str]] = {}
+    ingredients: dict[str, set[str]] = {}
     info: dict[str, ValueSetInfo] = {}
     for path in sorted(folder.glob("*.json")):
         resource = _read_valueset(path)
@@ -88,7 +122,11 @@ def load_terminology(folder: Path) -> Terminology:
             key = normalise(entry.get("system"), entry.get("code"))
             if key is not None:
                 index.setdefault(key, set()).add(vs_id)
-    return Terminology({k: frozenset(v) for k, v in index.items()}, info)
+                name = ingredient_name(entry.get("display") or "") if key[0] == RXNORM else None
+                if name:
+                    ingredients.setdefault(name, set()).add(vs_id)
+    return Terminology({k: frozenset(v) for k, v in index.items()}, info,
+                       {k: frozenset(v) for k, v in ingredients.items()})
 
 
 def _read_valueset(path: Path) -> dict:

@@ -121,6 +121,18 @@ def samples():
                    conditions=[p.condition(radic, "2026-06-01")],
                    procedures=[p.procedure(pt, "2026-08-01"), p.procedure(pt, "2026-09-30")],
                    medications=[p.prescription(ibuprofen, "2026-07-28")]))
+    for payer, expect in (("nia", "documentation"), ("healthhelp", "approve")):
+        p = Patient(f"demo-kim-{payer}", "1977-01-15", "female")
+        yield (f"physical-therapy-alone-{payer}",
+               f"Low back pain after 7 weeks of physical therapy alone, {payer.upper() if payer == 'nia' else 'HealthHelp'} payer "
+               f"({'active AND inactive care required' if payer == 'nia' else 'active care suffices'})", expect,
+               request(f"kim-{payer}", p, "72148", "MRI lumbar spine without contrast", [cc(ICD, "M54.50", "Low back pain, unspecified")],
+                       payer=payer, conditions=[p.condition(cc(ICD, "M54.50", "Low back pain, unspecified"), "2026-09-01")],
+                       procedures=[p.procedure(pt, "2026-10-01"), p.procedure(pt, "2026-11-10")]))
+    p = Patient("demo-lou", "1962-08-08", "male")
+    yield ("thoracic-mri-aim", "Thoracic MRI under AIM after therapy and an NSAID: AIM covers the thoracic spine", "approve",
+           request("lou", p, "72146", "MRI thoracic spine without contrast", [cc(ICD, "M54.6", "Pain in thoracic spine")], payer="aim",
+                   procedures=[p.procedure(pt, "2026-09-01")], medications=[p.prescription(ibuprofen, "2026-09-01")]))
     p = Patient("demo-ida", "1983-09-12", "female")
     yield ("thoracic-mri-no-policy", "Thoracic MRI under NIA: no NIA thoracic guideline is encoded", "no-policy",
            request("ida", p, "72146", "MRI thoracic spine without contrast", [cc(ICD, "M54.6", "Pain in thoracic spine")]))

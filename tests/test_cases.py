@@ -33,6 +33,9 @@ def check_case(table: dict, case: dict, registry) -> None:
     today = date.fromisoformat(case.get("today", table["today"]))
     [decision] = decide_orders(hook, record, registry, table["program"], today)
     expect = case["expect"]
+    if expect["outcome"] == "no-policy":
+        assert decision.outcome == "no-policy" and decision.indication is None, _explain(decision)
+        return
     assert decision.guideline is not None and decision.guideline.id == table["guideline"]
     assert decision.outcome == expect["outcome"], _explain(decision)
     if "indication" in expect:

@@ -1,0 +1,35 @@
+"""Code lookups: system aliases, ICD-10-CM dots, and RxNorm products matched to ingredients."""
+from __future__ import annotations
+
+import pytest
+
+from cds_service.terminology import ingredient_name
+
+RX, ICD = "http://www.nlm.nih.gov/research/umls/rxnorm", "http://hl7.org/fhir/sid/icd-10-cm"
+
+
+@pytest.mark.parametrize("coding,valueset,expected", [
+    ({"system": ICD, "code": "M54.16"}, "icd10-sct-lumbar-radiculopathy", True),
+    ({"system": ICD, "code": "m5416"}, "icd10-sct-lumbar-radiculopathy", True),
+    ({"system": "urn:oid:2.16.840.1.113883.6.90", "code": "M54.16"}, "icd10-sct-lumbar-radiculopathy", True),
+    ({"system": "http://snomed.info/sct", "code": "M54.16"}, "icd10-sct-lumbar-radiculopathy", False),
+    ({"system": RX, "code": "197807"}, "rxnorm-nsaids", True),                       # listed product
+    ({"system": RX, "code": "197806", "display": "ibuprofen 600 MG Oral Tablet"}, "rxnorm-nsaids", True),
+    ({"system": RX, "code": "849727", "display": "naproxen sodium 550 MG Oral Tablet"}, "rxnorm-nsaids", True),
+    ({"system": RX, "code": "197806"}, "rxnorm-nsaids", False),                      # no display: cannot tell
+    ({"system": RX, "code": "1049621", "display": "oxycodone hydrochloride 5 MG Oral Tablet"}, "rxnorm-nsaids", False),
+    ({"system": ICD, "code": "Z99.99", "display": "ibuprofen 600 MG"}, "rxnorm-nsaids", False),  # names count only for RxNorm
+])
+def test_valueset_membership(registry, coding, valueset, expected):
+    assert (valueset in registry.terminology.valuesets_for([coding])) is expected
+
+
+@pytest.mark.parametrize("display,name", [
+    ("ibuprofen 800 MG Oral Tablet", "ibuprofen"),
+    ("cyclobenzaprine hydrochloride 10 MG Oral Tablet", "cyclobenzaprine hydrochloride"),
+    ("Naproxen 500 MG Oral Tablet [Naprosyn]", "naproxen"),
+    ("prednisone", "prednisone"),
+    ("15 ML natalizumab 20 MG/ML Injection", None),
+])
+def test_ingredient_name(display, name):
+    assert ingredient_name(display) == name
