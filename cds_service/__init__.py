@@ -14,6 +14,7 @@ from .cors import init_cors
 from .errors import register_error_handlers
 from .patient_record import RecordGatherer
 from .registry import Registry, load_registry
+from .repeats import ShownDecisions
 from .settings import Settings, load_settings
 from .store import Store
 
@@ -30,6 +31,7 @@ class AppState:
     gatherer: RecordGatherer
     store: Store
     session: requests.Session
+    shown: ShownDecisions
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -46,7 +48,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["spine_cds"] = AppState(
         settings=settings, registry=registry,
         authenticator=ClientAuthenticator(settings, session=session),
-        gatherer=RecordGatherer(settings, session), store=Store(settings.database_file), session=session)
+        gatherer=RecordGatherer(settings, session), store=Store(settings.database_file), session=session,
+        shown=ShownDecisions(settings.database_file, settings.repeat_window_s))
     if not settings.auth:
         log.warning("SPINE_CDS_AUTH=off: CDS client JWTs are NOT verified. Use only for local development.")
     register_error_handlers(app)
@@ -61,4 +64,5 @@ def close_app(app: Flask) -> None:
     state: AppState = app.extensions["spine_cds"]
     state.gatherer.close()
     state.store.close()
+    state.shown.close()
     state.session.close()

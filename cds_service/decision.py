@@ -33,6 +33,7 @@ class Decision:
     blocking_gates: tuple[RuleResult, ...] = ()
     nearest: tuple[RuleResult, ...] = ()          # ranked candidates for the documentation card
     data_gaps: tuple[str, ...] = ()               # prefetch keys that could not be read
+    also_approved_by: tuple[str, ...] = ()        # other programs whose guideline approves the order
 
     @property
     def indication_id(self) -> str | None:

@@ -5,15 +5,18 @@ pass ``today``.  It returns the CDS Hooks response and the decisions (for storag
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 from .cards import card_for
 from .coverage_info import coverage_action
-from .decision import Decision, decide, guideline_for
+from .decision import APPROVE, Decision, decide, guideline_for
 from .discovery import configuration
 from .facts import extract_facts
-from .model import HookRequest, PatientRecord, SpineOrder
+from .model import Facts, HookRequest, PatientRecord, SpineOrder
+from .pama import pama_action
 from .registry import Registry
+from .routing import Route
 from .studies import spine_orders
 
 
@@ -25,8 +28,8 @@ def orders_in_scope(hook: HookRequest, registry: Registry) -> tuple[list[SpineOr
 
 
 def decide_orders(hook: HookRequest, record: PatientRecord, registry: Registry,
-                  default_program: str, today: date) -> list[Decision]:
-    """One decision per in-scope spine order."""
+                  default_program: str, today: date, compare_programs: bool = False) -> list[Decision]:
+    """One decision per in-scope spine order (and, if asked, which other programs would approve it)."""
     in_scope, every = orders_in_scope(hook, registry)
     route = registry.routing.route(record, default_program)
     gaps = tuple(sorted(k for k, v in record.sources.items() if v == "failed"))
@@ -34,19 +37,49 @@ def decide_orders(hook: HookRequest, record: PatientRecord, registry: Registry,
     for order in in_scope:
         others = tuple(o for o in every if o.reference != order.reference)
         facts = extract_facts(record, order, others, registry.terminology, registry.catalog, today)
-        guideline = guideline_for(order, route, registry.guidelines)
-        decisions.append(decide(facts, route, guideline, registry.catalog, gaps))
+        decision = decide(facts, route, guideline_for(order, route, registry.guidelines), registry.catalog, gaps)
+        if compare_programs:
+            decision = replace(decision, also_approved_by=_approving_programs(facts, route, registry))
+        decisions.append(decision)
     return decisions
 
 
-def respond(hook: HookRequest, record: PatientRecord, registry: Registry,
-            default_program: str, today: date) -> tuple[dict, list[Decision]]:
-    """The CDS Hooks response body and the decisions behind it."""
-    decisions = decide_orders(hook, record, registry, default_program, today)
+def _approving_programs(facts: Facts, route: Route, registry: Registry) -> tuple[str, ...]:
+    """Names of the other programs whose guideline approves the same order on the same record."""
+    names = []
+    for program in registry.routing.programs.values():
+        if program.id == route.program.id:
+            continue
+        other = Route(program, "comparison")
+        guideline = guideline_for(facts.order, other, registry.guidelines)
+        if guideline and decide(facts, other, guideline, registry.catalog).outcome == APPROVE:
+            names.append(program.short_name)
+    return tuple(names)
+
+
+def respond(hook: HookRequest, record: PatientRecord, registry: Registry, default_program: str,
+            today: date, compare_programs: bool = False) -> tuple[dict, list[Decision]]:
+    """The CDS Hooks response body and the decisions behind it (one card per decision)."""
+    decisions = decide_orders(hook, record, registry, default_program, today, compare_programs)
     config = configuration(hook.extension)
-    cards = [card_for(d, hook.hook_instance) for d in decisions]
+    cards = [_with_comparison(card_for(d, hook.hook_instance), d) for d in decisions]
+    cards = [c for c in cards if config.get(c["source"]["topic"]["code"], True)]
     response: dict = {"cards": cards[: config["max-cards"]]}
     actions = [a for d in decisions if (a := coverage_action(d, hook.hook, hook.hook_instance, today))]
     if actions and config["coverage-info"]:
         response["systemActions"] = actions
+    ratings = [a for d in decisions if (a := pama_action(d, hook.hook_instance))]
+    if ratings:
+        response["extension"] = {"systemActions": ratings}
     return response, decisions
+
+
+def _with_comparison(card: dict, decision: Decision) -> dict:
+    """Add the optional line naming other programs whose criteria the order meets."""
+    if decision.also_approved_by and decision.outcome != APPROVE:
+        card["detail"] += ("\n\nFor comparison, the same record meets the criteria of: "
+                           + ", ".join(decision.also_approved_by) + ".")
+    elif decision.also_approved_by:
+        card["detail"] += "\n\nAlso meets the criteria of: " + ", ".join(decision.also_approved_by) + "."
+    return card
+

@@ -13,6 +13,7 @@ from .errors import CdsBadRequest, CdsNotFound
 from .feedback import parse_feedback
 from .hook_request import parse_hook_request
 from .hooks import orders_in_scope, respond
+from .repeats import drop_repeats, order_of
 
 bp = Blueprint("cds", __name__)
 log = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ def call_service(service_id: str):
         log.info("hook=%s instance=%s spine_orders=0", hook.hook, hook.hook_instance)
         return {"cards": []}
     record = st.gatherer.gather(hook)
-    response, decisions = respond(hook, record, st.registry, st.settings.default_program, _today())
+    response, decisions = respond(hook, record, st.registry, st.settings.default_program, _today(),
+                                  compare_programs=st.settings.compare_programs)
+    response = drop_repeats(hook, response, decisions, st.shown)
     _remember(service_id, hook, response, decisions)
     return response
 
@@ -88,7 +91,9 @@ def _today() -> date:
 def _remember(service_id: str, hook, response: dict, decisions) -> None:
     """Store what each card decided (no PHI) so feedback can be joined to it."""
     now = datetime.now(timezone.utc).isoformat()
-    for card, d in zip(response["cards"], decisions):
+    by_order = {d.order.reference: d for d in decisions}
+    for card in response["cards"]:
+        d = by_order[order_of(card)]
         suggestions = [s["uuid"] for s in card.get("suggestions", [])]
         state().store.record_decision(card["uuid"], service_id, hook.hook, hook.hook_instance, d.order.reference,
                                       d.route.program.id, d.guideline.id if d.guideline else None,
@@ -96,3 +101,13 @@ def _remember(service_id: str, hook, response: dict, decisions) -> None:
         log.info("hook=%s instance=%s order=%s program=%s guideline=%s outcome=%s indication=%s",
                  hook.hook, hook.hook_instance, d.order.reference, d.route.program.id,
                  d.guideline.id if d.guideline else None, d.outcome, d.indication_id)
+
+
+@bp.get("/report")
+def report():
+    """Operator page: card outcomes and override reasons (aggregates only, no PHI, no comment text)."""
+    _authenticate()
+    from .report import load_report, render_html
+    page = render_html(load_report(state().store), generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    return page, 200, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
+                       "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}

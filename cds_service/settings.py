@@ -177,6 +177,14 @@ class Settings:
         "SPINE_CDS_TODAY", "", _iso_date,
         "Evaluation date (YYYY-MM-DD) instead of the real date — for demos, tests and replaying past calls; empty: today.",
     )
+    compare_programs: bool = setting(
+        "SPINE_CDS_COMPARE_PROGRAMS", "on", _on_off,
+        "on: each card's detail also names the other programs whose criteria the same order meets on the same record.",
+    )
+    repeat_window_s: float = setting(
+        "SPINE_CDS_REPEAT_WINDOW_S", 43200.0, _positive_float,
+        "An order-sign card is left out when order-select already showed the same decision for the unchanged order within this many seconds (CRD: don't repeat guidance).",
+    )
     log_level: str = setting(
         "SPINE_CDS_LOG_LEVEL", "INFO", _text,
         "Python log level (DEBUG, INFO, WARNING, ERROR). Logs never contain PHI, JWTs or access tokens.",

@@ -1,0 +1,66 @@
+"""Card text and evidence for every scenario of every guideline's case table.
+
+Each card type has its own promise to the clinician: an approval names the indication and
+shows the evidence with dates; an alternative is a one-click swap with the reason; a
+documentation card lists exactly what is missing and, when only time is missing, the date.
+"""
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from casebuilder import build_case
+from cds_service.card_text import day
+from cds_service.cards import card_for, decision_extension
+from cds_service.hooks import decide_orders
+
+CASES = Path(__file__).parent / "cases"
+PARAMS = [pytest.param(table, case, id=f"{table['guideline']}::{case['name']}")
+          for path in sorted(CASES.glob("*.json")) for table in [json.loads(path.read_text())] for case in table["cases"]]
+
+
+@pytest.mark.parametrize("table,case", PARAMS)
+def test_card_says_what_the_decision_is(table, case, registry):
+    hook, record = build_case(case, table.get("defaults", {}))
+    [decision] = decide_orders(hook, record, registry, table["program"], date.fromisoformat(table["today"]))
+    card = card_for(decision, hook.hook_instance)
+    check = {"approve": _approval, "alternative": _alternative, "documentation": _documentation,
+             "no-policy": lambda c, d: None}[decision.outcome]
+    check(card, decision)
+
+
+def _approval(card, decision):
+    assert decision.indication.rule.label in card["detail"] and card["indicator"] == "info"
+    assert "Evidence in the record:" in card["detail"]
+    for ref in decision.indication.result.evidence:
+        if ref != "Patient":
+            assert ref in card["detail"], ref
+    assert "suggestions" not in card and "overrideReasons" not in card
+
+
+def _alternative(card, decision):
+    [suggestion] = card["suggestions"]
+    delete, create = suggestion["actions"]
+    assert suggestion["isRecommended"] and card["selectionBehavior"] == "at-most-one"
+    assert (delete["type"], delete["resourceId"]) == ("delete", decision.order.reference)
+    assert create["type"] == "create"
+    assert create["resource"]["code"]["coding"][0]["code"] == decision.alternative_study.cpt
+    assert decision.alternative_study.display in suggestion["label"]
+    assert decision.alternative.rule.reason.rstrip(".") in card["detail"]
+    assert card["overrideReasons"] and card["indicator"] == "warning"
+
+
+def _documentation(card, decision):
+    assert card["overrideReasons"] and card["indicator"] == "warning"
+    if decision.indication is None:
+        assert "No indication of this guideline is documented." in card["detail"]
+        return
+    assert "- [ ] " in card["detail"]
+    for line in decision_extension(decision)["missing"]:
+        assert line.split(" (one of:")[0] in card["detail"]
+    met_on = decision.indication.result.met_on
+    if met_on and not decision.blocking_gates:
+        assert day(met_on) in card["summary"] and decision_extension(decision)["metOn"] == met_on.isoformat()
