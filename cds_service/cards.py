@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 
 from . import card_text as text
+from . import questionnaires
 from .decision import ALTERNATIVE, APPROVE, DOCUMENTATION, NO_POLICY, Decision
 from .evaluation import missing_items
 
@@ -32,9 +33,11 @@ def stable_uuid(*parts: str) -> str:
     return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
 
 
-def card_for(decision: Decision, hook_instance: str) -> dict:
-    """The one decision card for an order."""
-    builder = {APPROVE: _approve, ALTERNATIVE: _alternative, DOCUMENTATION: _documentation, NO_POLICY: _no_policy}
+def card_for(decision: Decision, hook_instance: str, base_url: str = "") -> dict:
+    """The one decision card for an order.  ``base_url`` (absolute, the service's public root) is
+    needed only for the documentation card's questionnaire link; without it there is no link."""
+    documentation = lambda d, h: _documentation(d, h, base_url)  # noqa: E731
+    builder = {APPROVE: _approve, ALTERNATIVE: _alternative, DOCUMENTATION: documentation, NO_POLICY: _no_policy}
     card = builder[decision.outcome](decision, hook_instance)
     code, display = TOPICS[decision.outcome]
     card["uuid"] = stable_uuid(hook_instance, decision.order.reference, "card")
@@ -107,7 +110,7 @@ def replacement_order(draft: dict, study, hook_instance: str) -> dict:
     return order
 
 
-def _documentation(d: Decision, _hook: str) -> dict:
+def _documentation(d: Decision, _hook: str, base_url: str = "") -> dict:
     lines = []
     if d.blocking_gates:
         gate = d.blocking_gates[0]
@@ -123,7 +126,12 @@ def _documentation(d: Decision, _hook: str) -> dict:
     if others:
         lines += ["", "Other indications that could apply: " + "; ".join(others) + "."]
     lines += ["", text.program_note(d)]
-    return {"summary": text.documentation_summary(d), "indicator": "warning", "detail": "\n".join(lines)}
+    card = {"summary": text.documentation_summary(d), "indicator": "warning", "detail": "\n".join(lines)}
+    rule = questionnaires.target(d)  # a DTR-style questionnaire: attesting it satisfies `documented` criteria
+    url = questionnaires.questionnaire_url(base_url, d.guideline.id, rule.id) if rule else None
+    if url:
+        card["links"] = [{"label": text.shorten(f"Document it: {rule.label}", 80), "url": url, "type": "absolute"}]
+    return card
 
 
 def _no_policy(d: Decision, _hook: str) -> dict:

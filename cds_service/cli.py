@@ -1,10 +1,12 @@
-"""The ``spine-cds`` command: serve, evaluate a hook request offline, run the demo."""
+"""The ``spine-cds`` command: serve, evaluate hook requests offline (one or a batch), run the demo,
+report card outcomes and override reasons from the decision store."""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
 import os
+import sqlite3
 import sys
 from datetime import date
 from pathlib import Path
@@ -21,17 +23,25 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
-    evaluate = commands.add_parser("evaluate", help="print the hook response for a request file, no server")
-    evaluate.add_argument("request", type=Path, help="a CDS Hooks request JSON file (with prefetch)")
+    evaluate = commands.add_parser(
+        "evaluate", help="print the hook response for a request file, or summarise a folder / NDJSON file of them")
+    evaluate.add_argument("request", type=Path,
+                          help="a CDS Hooks request JSON file (with prefetch), a folder of them (*.json), "
+                               "or an NDJSON file (.ndjson/.jsonl, one request per line)")
     evaluate.add_argument("--today", type=date.fromisoformat, help="evaluation date (YYYY-MM-DD); default today")
+    evaluate.add_argument("--json", action="store_true", help="batch: print the summary as JSON")
     demo = commands.add_parser("demo", help="decide the bundled synthetic patients' orders and show the cards")
     demo.add_argument("--today", type=date.fromisoformat, default=date(2026, 11, 22),
                       help="evaluation date the synthetic records were written for (default 2026-11-22)")
     demo.add_argument("--json", action="store_true", help="print the full responses")
+    report = commands.add_parser("report", help="card outcomes and override reasons per guideline and indication")
+    report.add_argument("--database", type=Path,
+                        help="SQLite file to read (default: the service's, from SPINE_CDS_DATABASE / SPINE_CDS_DATA_DIR)")
+    report.add_argument("--html", type=Path, metavar="FILE", help="also write the report as a self-contained HTML page")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return {"serve": _serve, "evaluate": _evaluate, "demo": _demo}[args.command](args)
+        return {"serve": _serve, "evaluate": _evaluate, "demo": _demo, "report": _report}[args.command](args)
     except CdsConfigError as exc:
         print(f"spine-cds: configuration error: {exc.message}", file=sys.stderr)
         return 2
@@ -44,22 +54,22 @@ def _serve(args) -> int:
 
 
 def offline_response(body: object, today: date | None) -> tuple[int, dict]:
-    """Run one request body through the app in-process (no network server, auth off)."""
-    from . import close_app, create_app
-    config = {**os.environ, "SPINE_CDS_AUTH": "off", "SPINE_CDS_DATABASE": ":memory:", "SPINE_CDS_LOG_LEVEL": "ERROR"}
-    if today:
-        config["SPINE_CDS_TODAY"] = today.isoformat()
-    app = create_app(config)
-    try:
-        service = "spine-imaging-order-sign" if isinstance(body, dict) and body.get("hook") == "order-sign" \
-            else "spine-imaging-order-select"
-        response = app.test_client().post(f"/cds-services/{service}", json=body)
-        return response.status_code, response.get_json()
-    finally:
-        close_app(app)
+    """Run one request body through the app in-process (no network server, auth off).
+
+    Builds an app per call; to run many requests use :class:`cds_service.batch.OfflineEvaluator`.
+    """
+    from .batch import OfflineEvaluator
+    with OfflineEvaluator(today) as evaluator:
+        return evaluator.evaluate(body)
 
 
 def _evaluate(args) -> int:
+    from .batch import batch_main, is_batch
+    if is_batch(args.request):
+        if not args.request.exists():
+            print(f"spine-cds: cannot read {args.request}: no such file", file=sys.stderr)
+            return 2
+        return batch_main(args.request, args.today, args.json)
     try:
         body = json.loads(args.request.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -73,6 +83,35 @@ def _evaluate(args) -> int:
 def _demo(args) -> int:
     from .demo import run_demo
     return run_demo(SAMPLES, args.today, as_json=args.json)
+
+
+def _report(args) -> int:
+    """Print the outcome/override report; a missing or empty database is not an error."""
+    from datetime import datetime, timezone
+
+    from .report import build_report, load_report, render_html, render_text
+    from .settings import load_settings
+    from .store import Store
+    path = args.database or Path(load_settings().database_file)
+    if path.is_file():
+        try:
+            with Store(str(path)) as store:
+                report = load_report(store)
+        except sqlite3.DatabaseError as exc:
+            print(f"spine-cds: cannot read {path} as a spine-cds database: {exc}", file=sys.stderr)
+            return 2
+    else:
+        report = build_report([], [])
+    if not report.rows:
+        print(f"spine-cds: no decisions recorded yet in {path}")
+    else:
+        print(f"Decisions in {path}\n")
+        print(render_text(report))
+    if args.html:
+        generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") + f" from {path.name}"
+        args.html.write_text(render_html(report, generated_at=generated), encoding="utf-8")
+        print(f"\nHTML report written to {args.html}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,13 +3,16 @@
 CRD puts the coverage assertion in ``systemActions`` (never in a card, ``resp-25``), requires it
 on order-sign (``hook-16``) and forbids clinical/admin ``doc-needed`` on order-select
 (``hook-19``).  The extension needs the client's Coverage; without one (the CDS Hooks sandbox)
-none is returned.  Invariants crd-ci-q1..q9 are respected by construction and tested.
+none is returned.  Invariants crd-ci-q1..q9 are respected by construction and tested.  When the
+documentation needed has a Questionnaire (questionnaires.py), its canonical URL rides along in
+``questionnaire`` — only on order-sign, beside ``doc-needed`` (crd-ci-q1).
 """
 from __future__ import annotations
 
 import copy
 from datetime import date
 
+from . import questionnaires
 from .cards import stable_uuid
 from .decision import ALTERNATIVE, APPROVE, DOCUMENTATION, NO_POLICY, Decision
 
@@ -60,6 +63,9 @@ def _assertion(d: Decision, hook: str, assertion: str) -> list[tuple[str, dict]]
              _code("info-needed", "OTH")]
     if hook == "order-sign":
         parts += [_code("doc-needed", "clinical"), _code("doc-purpose", "withpa")]
+        rule = questionnaires.target(d)  # only beside doc-needed (crd-ci-q1)
+        if rule:
+            parts.append(("questionnaire", {"valueCanonical": questionnaires.canonical(d.guideline.id, rule.id)}))
     why = (f"{program} suggests {d.alternative_study.display} instead" if d.outcome == ALTERNATIVE
            else f"{program} criteria not yet documented")
     return parts + [_reason(why)]

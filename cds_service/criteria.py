@@ -13,6 +13,7 @@ from datetime import date, timedelta
 
 from .fhir_dates import human_date
 from .model import ClinicalItem, Facts, Result, Status
+from .questionnaires import ATTESTATION_WINDOW_DAYS, ATTESTED, DENIED, link_id
 
 COMPARISONS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
 ITEM_TYPES = {
@@ -73,8 +74,8 @@ def _describe(items: list[ClinicalItem]) -> str:
 
 
 def _coded(node: dict, facts: Facts, kind: str) -> list[ClinicalItem]:
-    types, vs = ITEM_TYPES[kind], node.get("valueset")
-    return [i for i in facts.items if i.resource_type in types and vs in i.valuesets]
+    types = ITEM_TYPES[kind]
+    return [i for i in facts.by_valueset.get(node.get("valueset"), ()) if i.resource_type in types]
 
 
 def finding(node: dict, facts: Facts) -> Result:
@@ -146,15 +147,14 @@ def conservative_care(node: dict, facts: Facts) -> Result:
     since = facts.today - timedelta(days=node["lookback_days"])
     found: dict[str, list[ClinicalItem]] = {}
     for component in node["components"]:
-        wanted = set(component["valuesets"])
-        found[component["id"]] = [i for i in facts.items if i.valuesets & wanted and i.when
+        found[component["id"]] = [i for i in facts.with_valuesets(component["valuesets"]) if i.when
                                   and since <= i.when <= facts.today and i.resource_type != "ServiceRequest"]
     present = [c for c in node["components"] if found[c["id"]]]
     absent = [c for c in node["components"] if not found[c["id"]]]
     evidence = _refs(i for items in found.values() for i in items)
     if not present or (node["require"] == "all" and absent):
-        undated = _refs(i for c in node["components"] for i in facts.items
-                        if i.valuesets & set(c["valuesets"]) and i.when is None and i.resource_type != "ServiceRequest")
+        undated = _refs(i for c in node["components"] for i in facts.with_valuesets(c["valuesets"])
+                        if i.when is None and i.resource_type != "ServiceRequest")
         lacking = ", ".join(c["label"] for c in (absent or node["components"]))
         detail = f"not documented in the last {node['lookback_days']} days: {lacking}"
         if undated:
@@ -186,7 +186,36 @@ def ordered_study(node: dict, facts: Facts) -> Result:
 
 
 def documented(node: dict, facts: Facts) -> Result:
-    return Result(Status.UNKNOWN, node["label"], detail="only the clinician's notes can show this")
+    """Only the clinician can say: met by an attestation (a completed QuestionnaireResponse to one
+    of our Questionnaires, see questionnaires.py) answering this leaf's question yes.
+
+    The attestation must be recent — ``within_days``, else 183 days — because it is about this
+    episode.  A later "no" (the clinician says it is not so) is not-met; yes and no on the same
+    day contradict each other and stay unknown.  Nothing attested is unknown, as before.
+    """
+    key = link_id(node["label"])
+    window = node.get("within_days", ATTESTATION_WINDOW_DAYS)
+    answers = [i for vs in (ATTESTED + key, DENIED + key) for i in facts.by_valueset.get(vs, ())
+               if i.resource_type == "QuestionnaireResponse"]
+    if not answers:
+        return _absent(node, "answer it in the linked form, or in the notes")
+    timely = [i for i in answers if in_window(i, facts, window) is True]
+    last_yes = max((i.when for i in timely if ATTESTED + key in i.valuesets), default=None)
+    last_no = max((i.when for i in timely if DENIED + key in i.valuesets), default=None)
+    latest = max(filter(None, (last_yes, last_no)), default=None)
+    deciding, label = _refs(i for i in timely if i.when == latest), node["label"]
+    if last_no is not None and (last_yes is None or last_no > last_yes):
+        return Result(Status.NOT_MET, label, deciding, detail=f"the clinician attested it is not so ({human_date(last_no)})")
+    if last_yes is not None and last_yes == last_no:
+        return Result(Status.UNKNOWN, label, deciding,
+                      detail=f"conflicting attestations on {human_date(last_yes)}; answer the question once more")
+    if last_yes is not None:
+        return Result(Status.MET, label, deciding, detail=f"attested by the clinician, {human_date(last_yes)}")
+    past = [i.when for i in answers if i.when is not None and i.when <= facts.today]
+    detail = (f"last attested {human_date(max(past))}, more than {window} days ago; attest it again for this episode" if past
+              else "attestation dated in the future" if any(i.when for i in answers)
+              else "attestation without a usable date (QuestionnaireResponse.authored)")
+    return Result(Status.UNKNOWN, label, _refs(answers), detail=detail)
 
 
 KIND_FUNCTIONS: dict[str, Callable[[dict, Facts], Result]] = {

@@ -14,6 +14,7 @@ from datetime import date
 
 from .fhir_dates import first_date, parse_date, period_end
 from .model import ClinicalItem, Facts, PatientRecord, SpineOrder
+from .questionnaires import ATTESTED, CANONICAL_BASE, DENIED
 from .studies import StudyCatalog
 from .terminology import Terminology
 
@@ -76,7 +77,7 @@ class _Reader:
 
     def extractors(self):
         return (self.conditions, self.observations, self.procedures, self.medications,
-                self.imaging_studies, self.reports, self.service_requests)
+                self.imaging_studies, self.reports, self.service_requests, self.attestations)
 
     def _resources(self, rtype: str) -> Iterator[dict]:
         for resource in self.record.of_type(rtype):
@@ -180,6 +181,36 @@ class _Reader:
                               status="completed" if res["status"] == "completed" else "active")
             if item:
                 yield item
+
+    def attestations(self) -> Iterator[ClinicalItem]:
+        """Boolean answers of completed QuestionnaireResponses to our own Questionnaires: one item
+        per answer, tagged ``attestation:<linkId>`` (yes) or ``attestation-denied:<linkId>`` (no)
+        and dated when the response was authored.  Other questionnaires say nothing we can read."""
+        for res in self._resources("QuestionnaireResponse"):
+            canonical = _text_value(res.get("questionnaire"))
+            if res.get("status") not in ("completed", "amended") or not (canonical or "").startswith(CANONICAL_BASE):
+                continue
+            ref, when = f"QuestionnaireResponse/{res['id']}", first_date(res, "authored")
+            for link, text, answer in _boolean_answers(res.get("item")):
+                yield ClinicalItem(ref=ref, resource_type="QuestionnaireResponse",
+                                   valuesets=frozenset({(ATTESTED if answer else DENIED) + link}),
+                                   display=f"{'attested' if answer else 'attested not so'}: {text or link}",
+                                   when=when, status="completed")
+
+
+def _boolean_answers(items: object) -> Iterator[tuple[str, str | None, bool]]:
+    """(linkId, text, valueBoolean) of every boolean answer, nested items and answers included."""
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        answers = item.get("answer") if isinstance(item.get("answer"), list) else []
+        link = _text_value(item.get("linkId"))
+        for answer in answers:
+            if isinstance(answer, dict) and isinstance(answer.get("valueBoolean"), bool) and link:
+                yield link, _text_value(item.get("text")), answer["valueBoolean"]
+            if isinstance(answer, dict):
+                yield from _boolean_answers(answer.get("item"))
+        yield from _boolean_answers(item.get("item"))
 
 
 def _abnormal(resource: dict, value: float | None) -> bool | None:

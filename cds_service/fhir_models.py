@@ -6,11 +6,13 @@ and the resources we emit.  Prefetched records are read as raw JSON (see ``facts
 """
 from __future__ import annotations
 
+from fhir.resources.R4B.questionnaire import Questionnaire
+from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir.resources.R4B.valueset import ValueSet
 from pydantic import ValidationError
 
-__all__ = ["ServiceRequest", "ValueSet", "validation_problems"]
+__all__ = ["Questionnaire", "QuestionnaireResponse", "ServiceRequest", "ValueSet", "validation_problems"]
 
 
 def validation_problems(model, data: dict, limit: int = 3) -> list[str]:

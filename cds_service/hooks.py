@@ -15,6 +15,7 @@ from .discovery import configuration
 from .facts import extract_facts
 from .model import Facts, HookRequest, PatientRecord, SpineOrder
 from .pama import pama_action
+from .prefetch import NOT_A_DATA_GAP
 from .registry import Registry
 from .routing import Route
 from .studies import spine_orders
@@ -32,7 +33,7 @@ def decide_orders(hook: HookRequest, record: PatientRecord, registry: Registry,
     """One decision per in-scope spine order (and, if asked, which other programs would approve it)."""
     in_scope, every = orders_in_scope(hook, registry)
     route = registry.routing.route(record, default_program)
-    gaps = tuple(sorted(k for k, v in record.sources.items() if v == "failed"))
+    gaps = tuple(sorted(k for k, v in record.sources.items() if v == "failed" and k not in NOT_A_DATA_GAP))
     decisions = []
     for order in in_scope:
         others = tuple(o for o in every if o.reference != order.reference)
@@ -58,11 +59,15 @@ def _approving_programs(facts: Facts, route: Route, registry: Registry) -> tuple
 
 
 def respond(hook: HookRequest, record: PatientRecord, registry: Registry, default_program: str,
-            today: date, compare_programs: bool = False) -> tuple[dict, list[Decision]]:
-    """The CDS Hooks response body and the decisions behind it (one card per decision)."""
+            today: date, compare_programs: bool = False, base_url: str = "") -> tuple[dict, list[Decision]]:
+    """The CDS Hooks response body and the decisions behind it (one card per decision).
+
+    ``base_url`` (where this service is reachable) makes the documentation card's form link
+    absolute; without it the link is left out.
+    """
     decisions = decide_orders(hook, record, registry, default_program, today, compare_programs)
     config = configuration(hook.extension)
-    cards = [_with_comparison(card_for(d, hook.hook_instance), d) for d in decisions]
+    cards = [_with_comparison(card_for(d, hook.hook_instance, base_url), d) for d in decisions]
     cards = [c for c in cards if config.get(c["source"]["topic"]["code"], True)]
     response: dict = {"cards": cards[: config["max-cards"]]}
     actions = [a for d in decisions if (a := coverage_action(d, hook.hook, hook.hook_instance, today))]

@@ -110,6 +110,20 @@ class Facts:
     items: tuple[ClinicalItem, ...]
     order: SpineOrder
     other_orders: tuple[SpineOrder, ...] = ()
+    by_valueset: dict[str, tuple[ClinicalItem, ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        """Index the items by value set once, so each criterion looks up instead of scanning."""
+        index: dict[str, list[ClinicalItem]] = {}
+        for item in self.items:
+            for valueset in item.valuesets:
+                index.setdefault(valueset, []).append(item)
+        object.__setattr__(self, "by_valueset", {k: tuple(v) for k, v in index.items()})
+
+    def with_valuesets(self, valuesets) -> list[ClinicalItem]:
+        """Items in any of ``valuesets``, once each, in record order."""
+        found = {id(i): i for vs in valuesets for i in self.by_valueset.get(vs, ())}
+        return [i for i in self.items if id(i) in found] if len(valuesets) > 1 else list(found.values())
 
 
 class Status(str, enum.Enum):

@@ -28,6 +28,7 @@ PREFETCH: dict[str, str] = {
     "medicationRequests": f"MedicationRequest?patient={_PATIENT}",
     "diagnosticReports": f"DiagnosticReport?patient={_PATIENT}",
     "serviceRequests": f"ServiceRequest?patient={_PATIENT}&_sort=-authored&_count=50",
+    "questionnaireResponses": f"QuestionnaireResponse?patient={_PATIENT}&status=completed,amended",
 }
 """Prefetch key -> FHIR query template, exactly as sent in discovery."""
 
@@ -46,8 +47,14 @@ KEY_TYPES: dict[str, tuple[str, ...]] = {
     "medicationRequests": ("MedicationRequest",),
     "diagnosticReports": ("DiagnosticReport",),
     "serviceRequests": ("ServiceRequest",),
+    "questionnaireResponses": ("QuestionnaireResponse",),  # attestations (questionnaires.py); optional
 }
 """The resource types each key yields, so a failed key's facts can be marked unknown."""
+
+NOT_A_DATA_GAP: frozenset[str] = frozenset({"questionnaireResponses"})
+"""Optional keys whose failure a card need not mention: without attestations, ``documented``
+criteria are unknown, which the documentation checklist already says (most EHRs will not send
+this key at first; a gap line on every card would be noise)."""
 
 FIRST_PAGE_ONLY: frozenset[str] = frozenset({"serviceRequests"})
 """Keys that ask for the newest N on purpose: a ``next`` link there does not mean partial."""

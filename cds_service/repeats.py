@@ -40,12 +40,16 @@ class ShownDecisions:
             self._db.execute(SCHEMA)
 
     def remember(self, prints: list[str]) -> None:
+        if not self._window:
+            return  # SPINE_CDS_REPEAT_WINDOW_S=0: every call stands alone
         now = self._clock()
         with self._lock, self._db:
             self._db.executemany("INSERT OR REPLACE INTO shown_decisions VALUES (?, ?)", [(p, now) for p in prints])
             self._db.execute("DELETE FROM shown_decisions WHERE shown_at < ?", (now - self._window,))
 
     def already_shown(self, print_: str) -> bool:
+        if not self._window:
+            return False
         with self._lock:
             row = self._db.execute("SELECT shown_at FROM shown_decisions WHERE fingerprint = ?", (print_,)).fetchone()
         return row is not None and row[0] >= self._clock() - self._window

@@ -13,6 +13,7 @@ from .errors import CdsBadRequest, CdsNotFound
 from .feedback import parse_feedback
 from .hook_request import parse_hook_request
 from .hooks import orders_in_scope, respond
+from .questionnaires import base_url_for
 from .repeats import drop_repeats, order_of
 
 bp = Blueprint("cds", __name__)
@@ -45,7 +46,8 @@ def call_service(service_id: str):
         return {"cards": []}
     record = st.gatherer.gather(hook)
     response, decisions = respond(hook, record, st.registry, st.settings.default_program, _today(),
-                                  compare_programs=st.settings.compare_programs)
+                                  compare_programs=st.settings.compare_programs,
+                                  base_url=base_url_for(st.settings.public_base_url, request.url_root))
     response = drop_repeats(hook, response, decisions, st.shown)
     _remember(service_id, hook, response, decisions)
     return response
@@ -111,3 +113,16 @@ def report():
     page = render_html(load_report(state().store), generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     return page, 200, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
                        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
+
+
+@bp.get("/questionnaires/<guideline_id>/<rule_id>")
+def questionnaire(guideline_id: str, rule_id: str):
+    """The documentation Questionnaire of an indication or gate (questionnaires.py).  No token:
+    it is public guideline content, fetched by whoever follows the card's link."""
+    from .questionnaires import build_questionnaire, find_rule
+    guideline = state().registry.guidelines.get(guideline_id)
+    rule = find_rule(guideline, rule_id) if guideline and guideline.encoded else None
+    if rule is None:
+        raise CdsNotFound(f"No questionnaire for {guideline_id!r} / {rule_id!r}: not an indication or gate "
+                          "of an encoded guideline (GET /health lists the guidelines).")
+    return build_questionnaire(guideline, rule), 200, {"Content-Type": "application/fhir+json"}

@@ -57,6 +57,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("expected zero or a positive number")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -182,8 +189,8 @@ class Settings:
         "on: each card's detail also names the other programs whose criteria the same order meets on the same record.",
     )
     repeat_window_s: float = setting(
-        "SPINE_CDS_REPEAT_WINDOW_S", 43200.0, _positive_float,
-        "An order-sign card is left out when order-select already showed the same decision for the unchanged order within this many seconds (CRD: don't repeat guidance).",
+        "SPINE_CDS_REPEAT_WINDOW_S", 43200.0, _non_negative_float,
+        "An order-sign card is left out when order-select already showed the same decision for the unchanged order within this many seconds (CRD: don't repeat guidance); 0 turns this off.",
     )
     log_level: str = setting(
         "SPINE_CDS_LOG_LEVEL", "INFO", _text,

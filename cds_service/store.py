@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE INDEX IF NOT EXISTS feedback_card ON feedback (card_uuid);
 """
 
+# Each card's latest feedback item (ties on outcomeTimestamp: the later arrival).  Timestamps are
+# stored as UTC isoformat strings, so text order is time order.
+_LATEST_FEEDBACK = (
+    "WITH latest AS (SELECT * FROM (SELECT f.*, ROW_NUMBER() OVER (PARTITION BY card_uuid"
+    " ORDER BY outcome_timestamp DESC, id DESC) AS rank FROM feedback f) WHERE rank = 1) "
+)
+
 
 class Store:
     """Decisions and feedback in one SQLite database; safe to share between threads."""
@@ -211,6 +218,57 @@ class Store:
         """How many distinct feedback items are stored."""
         with self._lock:
             return self._conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def outcome_counts(self) -> list[dict]:
+        """Per (program, guideline, indication, outcome): cards shown and what clinicians did.
+
+        A card counts once, by its latest feedback (outcomeTimestamp): an EHR may report
+        "accepted" and later "overridden" for one card, and counting both would make
+        accepted + overridden exceed the cards shown.  Feedback joins decisions by card uuid.
+        """
+        return self._rows(
+            _LATEST_FEEDBACK + "SELECT d.program, d.guideline, d.indication, d.outcome, COUNT(*) AS shown,"
+            " COUNT(CASE WHEN l.outcome = 'accepted' THEN 1 END) AS accepted,"
+            " COUNT(CASE WHEN l.outcome = 'overridden' THEN 1 END) AS overridden,"
+            " COUNT(CASE WHEN l.card_uuid IS NULL THEN 1 END) AS no_feedback"
+            " FROM decisions d LEFT JOIN latest l ON l.card_uuid = d.card_uuid"
+            " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+        )
+
+    def override_reason_counts(self) -> list[dict]:
+        """Override reasons of cards whose latest feedback is "overridden", with counts.
+
+        Grouped by the card's (program, guideline, indication, outcome) and reason system+code;
+        ``with_comment`` counts overrides that carried a userComment.  The comment text itself
+        is never returned: aggregate views must not leak free text a clinician typed.
+        """
+        return self._rows(
+            _LATEST_FEEDBACK + "SELECT d.program, d.guideline, d.indication, d.outcome,"
+            " l.reason_system, l.reason_code, MAX(l.reason_display) AS reason_display,"
+            " COUNT(*) AS overrides, COUNT(l.user_comment) AS with_comment"
+            " FROM decisions d JOIN latest l ON l.card_uuid = d.card_uuid WHERE l.outcome = 'overridden'"
+            " GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, overrides DESC, 6"
+        )
+
+    def count_decisions(self) -> int:
+        """How many cards (decisions) are stored."""
+        with self._lock:
+            return self._conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+
+    def count_cards_without_decision(self) -> int:
+        """Cards that have feedback but no stored decision (e.g. decided by another database)."""
+        with self._lock:
+            return self._conn.execute(
+                "SELECT COUNT(DISTINCT card_uuid) FROM feedback"
+                " WHERE card_uuid NOT IN (SELECT card_uuid FROM decisions)").fetchone()[0]
+
+    def _rows(self, sql: str) -> list[dict]:
+        with self._lock:
+            cursor = self._conn.execute(sql)
+            names = [c[0] for c in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
 
     # -- lifecycle -------------------------------------------------------------------------
 

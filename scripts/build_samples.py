@@ -56,8 +56,19 @@ class Patient:
                 "interpretation": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": flag}]}]}
 
 
+def follow_up_attestation(patient, day):
+    """A completed QuestionnaireResponse to spine-cds's form for NIA's post-treatment follow-up."""
+    from cds_service.questionnaires import canonical, link_id
+    label = ("Medical reason why follow-up imaging of this area is needed "
+             "(routine post-op surveillance without symptoms is not covered)")
+    return {"resourceType": "QuestionnaireResponse", "id": patient._id("qr"), "status": "completed",
+            "questionnaire": canonical("nia-lumbar-spine-mri", "post-treatment-follow-up"),
+            "subject": {"reference": f"Patient/{patient.pid}"}, "authored": day,
+            "item": [{"linkId": link_id(label), "text": label, "answer": [{"valueBoolean": True}]}]}
+
+
 def request(name, patient, cpt, cpt_display, reasons, *, hook="order-select", payer="nia", conditions=(),
-            procedures=(), medications=(), observations=(), imaging=()):
+            procedures=(), medications=(), observations=(), imaging=(), attestations=()):
     order = {"resourceType": "ServiceRequest", "id": f"sr-{name}", "status": "draft", "intent": "order",
              "subject": {"reference": f"Patient/{patient.pid}"}, "requester": {"reference": "Practitioner/demo-clinician"},
              "authoredOn": "2026-11-22", "code": cc(CPT, cpt, cpt_display), "reasonCode": reasons}
@@ -66,7 +77,7 @@ def request(name, patient, cpt, cpt_display, reasons, *, hook="order-select", pa
                 "conditions": bundle(*conditions), "procedures": bundle(*procedures),
                 "medicationRequests": bundle(*medications), "observations": bundle(*observations),
                 "imagingStudies": bundle(*imaging), "diagnosticReports": None, "serviceRequests": None,
-                "coverage": None}
+                "questionnaireResponses": bundle(*attestations), "coverage": None}
     if payer:
         prefetch["coverage"] = bundle(
             {"resourceType": "Coverage", "id": f"cov-{patient.pid}", "status": "active",
@@ -133,6 +144,17 @@ def samples():
     yield ("thoracic-mri-aim", "Thoracic MRI under AIM after therapy and an NSAID: AIM covers the thoracic spine", "approve",
            request("lou", p, "72146", "MRI thoracic spine without contrast", [cc(ICD, "M54.6", "Pain in thoracic spine")], payer="aim",
                    procedures=[p.procedure(pt, "2026-09-01")], medications=[p.prescription(ibuprofen, "2026-09-01")]))
+    laminectomy = cc(CPT, "63047", "Laminectomy, lumbar, single segment")
+    for attested in (False, True):
+        p = Patient(f"demo-max-{'yes' if attested else 'no'}", "1969-04-03", "male")
+        answers = [follow_up_attestation(p, "2026-11-21")] if attested else []
+        yield (f"post-op-follow-up-{'attested' if attested else 'needs-reason'}",
+               "Follow-up MRI 9 weeks after lumbar laminectomy: " + ("the clinician attested the medical reason in "
+               "the linked form (QuestionnaireResponse)" if attested else "the card links a form asking for the medical reason"),
+               "approve" if attested else "documentation",
+               request(f"max-{'yes' if attested else 'no'}", p, "72148", "MRI lumbar spine without contrast",
+                       [cc(ICD, "M96.1", "Postlaminectomy syndrome, not elsewhere classified")],
+                       procedures=[p.procedure(laminectomy, "2026-09-18")], attestations=answers))
     p = Patient("demo-ida", "1983-09-12", "female")
     yield ("thoracic-mri-no-policy", "Thoracic MRI under NIA: no NIA thoracic guideline is encoded", "no-policy",
            request("ida", p, "72146", "MRI thoracic spine without contrast", [cc(ICD, "M54.6", "Pain in thoracic spine")]))

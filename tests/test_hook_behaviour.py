@@ -101,3 +101,10 @@ def test_the_card_names_other_programs_whose_criteria_the_order_meets(make_app):
     assert "the same record meets the criteria of: HealthHelp" in card["detail"]
     [quiet] = make_app(SPINE_CDS_COMPARE_PROGRAMS="off").test_client().post(SELECT, json=body).get_json()["cards"]
     assert "HealthHelp" not in quiet["detail"]
+
+
+def test_a_zero_repeat_window_turns_the_check_off(make_app):
+    client = make_app(SPINE_CDS_REPEAT_WINDOW_S="0").test_client()
+    select = sample("radiculopathy-conservative-care-failed")
+    client.post(SELECT, json=select)
+    assert len(client.post(SIGN, json=as_sign(select)).get_json()["cards"]) == 1

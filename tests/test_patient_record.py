@@ -97,7 +97,7 @@ def make_gatherer(stub, session):
 def test_templates_are_cds_hooks_2_0_and_cover_the_keys():
     assert set(PREFETCH) == set(KEY_TYPES) == {
         "patient", "coverage", "conditions", "observations", "procedures", "imagingStudies",
-        "medicationRequests", "diagnosticReports", "serviceRequests"}
+        "medicationRequests", "diagnosticReports", "serviceRequests", "questionnaireResponses"}
     assert REQUIRED_KEYS == {"patient", "conditions", "procedures", "medicationRequests",
                              "observations", "imagingStudies"}
     assert PREFETCH["patient"] == "Patient/{{context.patientId}}"
