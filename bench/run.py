@@ -1,0 +1,231 @@
+"""Benchmark: spine-cds order-select versus the floor, side by side, as ratios.
+
+Why ratios and not milliseconds: absolute latency depends on the machine; the ratio of the
+service to a do-nothing Flask app on the same stack, measured interleaved in the same run (so
+machine noise hits both), does not.  This is a harness to run and read, never a timed test.
+
+    .venv/bin/python bench/run.py                        # sizes 50,500,5000; table on stdout
+    .venv/bin/python bench/run.py --iterations 30 --json out.json
+    .venv/bin/python bench/run.py --http                 # also over a real loopback HTTP server
+    .venv/bin/python bench/run.py --profile 5000         # where the service's time goes (cProfile)
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import http.client
+import io
+import json
+import logging
+import math
+import pstats
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere, as a script
+
+from werkzeug.serving import make_server  # noqa: E402
+
+from bench.floor import create_floor_app  # noqa: E402
+from bench.records import build_request, request_body, resource_count, with_instance  # noqa: E402
+from cds_service import close_app, create_app  # noqa: E402
+
+SERVICE_CONFIG = {"SPINE_CDS_AUTH": "off", "SPINE_CDS_DATABASE": ":memory:", "SPINE_CDS_TODAY": "2026-11-22",
+                  "SPINE_CDS_LOG_LEVEL": "ERROR", "SPINE_CDS_REPEAT_WINDOW_S": "0"}
+PATH = "/cds-services/spine-imaging-order-select"
+TARGET_RATIO_500 = 1.5  # issue: 500 resources <= 1.5x the floor
+TARGET_GROWTH = 11.0    # issue: 5,000 resources <= 11x the 500 case (about linear)
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def percentile(samples: list[float], p: float) -> float:
+    """Nearest-rank percentile (with few samples p99 is simply the slowest call: say so, don't hide it)."""
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+class TestClientCaller:
+    """Calls an app in-process through Flask's test client (no sockets: the framework and the app only)."""
+
+    def __init__(self, app):
+        self.client = app.test_client()
+
+    def __call__(self, body: bytes) -> tuple[int, bytes]:
+        response = self.client.post(PATH, data=body, content_type="application/json")
+        return response.status_code, response.get_data()
+
+    def close(self) -> None:
+        pass
+
+
+class HttpCaller:
+    """Calls an app over loopback HTTP (werkzeug server in a thread; one connection per call for both)."""
+
+    def __init__(self, app):
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access-log line per call
+        self.server = make_server("127.0.0.1", 0, app, threaded=False)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def __call__(self, body: bytes) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.server_port, timeout=60)
+        try:
+            conn.request("POST", PATH, body=body, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def timed(call, body: bytes) -> float:
+    """One call with a fresh hookInstance (substituted before the clock starts); milliseconds."""
+    body = with_instance(body, str(uuid.uuid4()))
+    start = time.perf_counter()
+    status, payload = call(body)
+    elapsed = (time.perf_counter() - start) * 1000
+    if status != 200:
+        raise SystemExit(f"HTTP {status}: {payload[:300]!r}")
+    return elapsed
+
+
+def measure(floor, service, body: bytes, iterations: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Warm up both, then alternate floor and service (and which goes first) so noise hits both."""
+    for _ in range(warmup):
+        timed(floor, body), timed(service, body)
+    floor_ms, service_ms = [], []
+    for i in range(iterations):
+        if i % 2:
+            service_ms.append(timed(service, body))
+            floor_ms.append(timed(floor, body))
+        else:
+            floor_ms.append(timed(floor, body))
+            service_ms.append(timed(service, body))
+    return floor_ms, service_ms
+
+
+def run(sizes: list[int], iterations: int, warmup: int, transports: list[str]) -> dict:
+    floor_app, service_app = create_floor_app(), create_app(SERVICE_CONFIG)
+    callers = {"test-client": TestClientCaller, "http": HttpCaller}
+    rows = []
+    try:
+        for transport in transports:
+            floor, service = callers[transport](floor_app), callers[transport](service_app)
+            try:
+                for size in sizes:
+                    request = build_request(size)
+                    body = request_body(size)
+                    cards = json.loads(service(with_instance(body, str(uuid.uuid4())))[1])["cards"]
+                    progress(f"[{transport}] size {size}: {resource_count(request)} resources, "
+                             f"{len(body) / 1024:.0f} KiB, {len(cards)} card(s); {iterations} iterations ...")
+                    floor_ms, service_ms = measure(floor, service, body, iterations, warmup)
+                    row = {"transport": transport, "size": size, "resources": resource_count(request),
+                           "body_kib": round(len(body) / 1024, 1), "cards": len(cards), "iterations": iterations}
+                    for name, samples in (("floor", floor_ms), ("service", service_ms)):
+                        row[f"{name}_p50_ms"] = round(percentile(samples, 50), 3)
+                        row[f"{name}_p99_ms"] = round(percentile(samples, 99), 3)
+                    row["ratio_p50"] = round(row["service_p50_ms"] / row["floor_p50_ms"], 2)
+                    row["ratio_p99"] = round(row["service_p99_ms"] / row["floor_p99_ms"], 2)
+                    rows.append(row)
+            finally:
+                floor.close(), service.close()
+    finally:
+        close_app(service_app)
+    return {"rows": rows, "targets": targets(rows)}
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    """The issue's targets, judged on p50 (p99 shown alongside), per transport where sizes allow."""
+    verdicts = []
+    for transport in dict.fromkeys(r["transport"] for r in rows):
+        by_size = {r["size"]: r for r in rows if r["transport"] == transport}
+        if 500 in by_size:
+            r = by_size[500]
+            verdicts.append({"transport": transport, "target": f"500 resources <= {TARGET_RATIO_500}x floor",
+                             "p50": r["ratio_p50"], "p99": r["ratio_p99"], "met": r["ratio_p50"] <= TARGET_RATIO_500})
+        if 500 in by_size and 5000 in by_size:
+            a, b = by_size[500], by_size[5000]
+            p50 = round(b["service_p50_ms"] / a["service_p50_ms"], 2)
+            p99 = round(b["service_p99_ms"] / a["service_p99_ms"], 2)
+            verdicts.append({"transport": transport, "target": f"5,000 vs 500 resources <= {TARGET_GROWTH:g}x",
+                             "p50": p50, "p99": p99, "met": p50 <= TARGET_GROWTH})
+    return verdicts
+
+
+def print_table(result: dict) -> None:
+    head = ("transport", "size", "resources", "KiB", "cards", "floor p50", "floor p99",
+            "service p50", "service p99", "ratio p50", "ratio p99")
+    lines = [head] + [(r["transport"], r["size"], r["resources"], r["body_kib"], r["cards"],
+                       f"{r['floor_p50_ms']:.2f}", f"{r['floor_p99_ms']:.2f}", f"{r['service_p50_ms']:.2f}",
+                       f"{r['service_p99_ms']:.2f}", f"{r['ratio_p50']:.2f}x", f"{r['ratio_p99']:.2f}x")
+                      for r in result["rows"]]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    fmt = lambda line: "| " + " | ".join(str(v).rjust(w) for v, w in zip(line, widths)) + " |"  # noqa: E731
+    print("latency in ms; ratio = service / floor")
+    print(fmt(lines[0]))
+    print("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
+    for line in lines[1:]:
+        print(fmt(line))
+    print()
+    for t in result["targets"]:
+        print(f"[{t['transport']}] {t['target']}: p50 {t['p50']:.2f}x, p99 {t['p99']:.2f}x -> "
+              f"{'MET' if t['met'] else 'NOT MET'}")
+
+
+def profile(size: int, calls: int) -> None:
+    """Top 15 cumulative functions of ``calls`` service calls at ``size`` (after a warm-up).
+
+    Only the service's own functions (``cds_service/``) are listed: the Flask and test-client
+    frames above ``routes.call_service`` would otherwise fill the top 15 with 100% entries.
+    """
+    service_app = create_app(SERVICE_CONFIG)
+    try:
+        call, body = TestClientCaller(service_app), request_body(size)
+        for _ in range(3):
+            timed(call, body)
+        progress(f"profiling {calls} service calls at size {size} ...")
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(calls):
+            timed(call, body)
+        profiler.disable()
+    finally:
+        close_app(service_app)
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(r"cds_service[/\\]", 15)
+    print(out.getvalue().replace(str(Path(__file__).resolve().parent.parent) + "/", ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="50,500,5000", help="comma-separated resource counts (default 50,500,5000)")
+    parser.add_argument("--iterations", type=int, default=100, help="measured calls per app and size (default 100)")
+    parser.add_argument("--warmup", type=int, default=5, help="unmeasured calls per app and size first (default 5)")
+    parser.add_argument("--http", action="store_true", help="also measure over a loopback HTTP server")
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    parser.add_argument("--profile", type=int, metavar="SIZE", help="instead: cProfile the service at SIZE")
+    parser.add_argument("--profile-calls", type=int, default=20, help="service calls to profile (default 20)")
+    args = parser.parse_args(argv)
+    if args.profile:
+        profile(args.profile, args.profile_calls)
+        return 0
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    started = time.perf_counter()
+    result = run(sizes, args.iterations, args.warmup, ["test-client"] + (["http"] if args.http else []))
+    progress(f"done in {time.perf_counter() - started:.0f} s")
+    print_table(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
