@@ -269,3 +269,39 @@ def test_invalid_feedback_is_400(secured, token):
 
 def test_health(client):
     assert client.get("/health").get_json()["status"] == "ok"
+
+
+SANDBOX_ISS, SANDBOX_KID = "https://sandbox.cds-hooks.org", "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f"
+
+
+@pytest.fixture
+def sandbox_client(make_app, key):
+    """The service trusting the sandbox issuer, whose JWKS a local server stands in for."""
+    with JwksServer() as server:
+        server.jwks = {"keys": [public_jwk(key, SANDBOX_KID, "ES384")]}
+        jwks_url = server.url + "/.well-known/jwks.json"
+        app = make_app(SPINE_CDS_AUTH="on", SPINE_CDS_TRUSTED_ISSUERS=json.dumps({SANDBOX_ISS: jwks_url}))
+        yield app.test_client(), jwks_url
+
+
+def _sandbox_token(key, jwks_url: str, path: str) -> str:
+    """Signed the way the CDS Hooks sandbox signs: ES384, its kid and jku, iat slightly ahead, exp = iat + 300."""
+    iat = int(time.time()) + 1
+    claims = {"iss": SANDBOX_ISS, "aud": f"http://localhost{path}", "iat": iat, "exp": iat + 300, "jti": str(uuid.uuid4())}
+    return jwt.encode(claims, key, algorithm="ES384", headers={"kid": SANDBOX_KID, "jku": jwks_url, "typ": "JWT"})
+
+
+def test_a_call_shaped_like_the_cds_hooks_sandbox_is_answered(sandbox_client, key):
+    client, jwks_url = sandbox_client
+    body = load("sandbox-pama-order-select.json")
+    response = client.post(SELECT, json=body, headers={"Authorization": f"Bearer {_sandbox_token(key, jwks_url, SELECT)}",
+                                                       "Origin": "https://sandbox.cds-hooks.org"})
+    assert response.status_code == 200 and response.headers["Access-Control-Allow-Origin"] == "*"
+    [card] = response.get_json()["cards"]
+    decision = assert_card_contract(card)
+    assert (decision["program"], decision["routedBy"], decision["outcome"]) == ("nia", "default", "documentation")
+    feedback = {"feedback": [{"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:00:00Z"}]}
+    path = SELECT + "/feedback"
+    answer = client.post(path, json={"feedback": [{**feedback["feedback"][0], "overrideReason": {"userComment": "seen"}}]},
+                         headers={"Authorization": f"Bearer {_sandbox_token(key, jwks_url, path)}"})
+    assert answer.status_code == 200 and answer.get_json()["stored"] == 1
