@@ -118,11 +118,14 @@ def _documentation(d: Decision, _hook: str, base_url: str = "") -> dict:
                   f"> {text.cite(gate.rule)}", ""]
     elif d.indication:
         lines += [f"Nearest indication: **{d.indication.rule.label}**", "", f"> {text.cite(d.indication.rule)}", ""]
-    lines += ["To meet it, record:", *text.checklist(_missing(d))] if d.indication else ["No indication of this guideline is documented."]
+    lines += ["To meet it, record:", *text.checklist(_missing(d))] if d.indication else [
+        "No indication of this guideline is documented.", "",
+        f"Neither the order's reasons nor the record match any of the {len(d.guideline.indications)} indications of "
+        f"{d.guideline.title}. Record the clinical reason for this study as a problem or as the order's reason."]
     found = text.evidence_lines(d.indication.result) if d.indication else []
     if found:
         lines += ["", "Already in the record:", *found]
-    others = [r.rule.label for r in d.nearest[1:]]
+    others = [r.rule.label for r in d.nearest[1:]] if d.indication else []
     if others:
         lines += ["", "Other indications that could apply: " + "; ".join(others) + "."]
     lines += ["", text.program_note(d)]

@@ -73,7 +73,8 @@ def decide(facts: Facts, route: Route, guideline: Guideline | None, catalog: Stu
         return Decision(outcome=ALTERNATIVE, alternative=later[0], alternative_study=later[1],
                         nearest=rank_nearest(indications), **base)
     nearest = rank_nearest(indications)
-    return Decision(outcome=DOCUMENTATION, indication=nearest[0] if nearest else None, nearest=nearest, **base)
+    relevant = nearest and evidence_score(nearest[0].result, met_only=False) > 0
+    return Decision(outcome=DOCUMENTATION, indication=nearest[0] if relevant else None, nearest=nearest, **base)
 
 
 def _met_alternative(results: tuple[RuleResult, ...], when: str, facts: Facts, catalog: StudyCatalog):
