@@ -36,9 +36,8 @@ def stable_uuid(*parts: str) -> str:
 def card_for(decision: Decision, hook_instance: str, base_url: str = "") -> dict:
     """The one decision card for an order.  ``base_url`` (absolute, the service's public root) is
     needed only for the documentation card's questionnaire link; without it there is no link."""
-    documentation = lambda d, h: _documentation(d, h, base_url)  # noqa: E731
-    builder = {APPROVE: _approve, ALTERNATIVE: _alternative, DOCUMENTATION: documentation, NO_POLICY: _no_policy}
-    card = builder[decision.outcome](decision, hook_instance)
+    builder = {APPROVE: _approve, ALTERNATIVE: _alternative, DOCUMENTATION: _documentation, NO_POLICY: _no_policy}
+    card = builder[decision.outcome](decision, hook_instance, base_url)
     code, display = TOPICS[decision.outcome]
     card["uuid"] = stable_uuid(hook_instance, decision.order.reference, "card")
     card["source"] = {"label": decision.route.program.name,
@@ -71,14 +70,14 @@ def _missing(d: Decision):
     return missing_items(d.indication.result)
 
 
-def _approve(d: Decision, _hook: str) -> dict:
+def _approve(d: Decision, _hook: str, _base_url: str) -> dict:
     rule = d.indication.rule
     lines = [f"**{rule.label}** — meets {d.guideline.title}.", "", f"> {text.cite(rule)}", "",
              "Evidence in the record:", *text.evidence_lines(d.indication.result), "", text.program_note(d)]
     return {"summary": text.approve_summary(d), "indicator": "info", "detail": "\n".join(lines)}
 
 
-def _alternative(d: Decision, hook_instance: str) -> dict:
+def _alternative(d: Decision, hook_instance: str, _base_url: str) -> dict:
     rule, study = d.alternative.rule, d.alternative_study
     lines = [f"**{rule.label}.** {rule.reason.rstrip('.')}.", "", f"> {text.cite(rule)}", "",
              *text.evidence_lines(d.alternative.result), "", text.program_note(d)]
@@ -110,7 +109,7 @@ def replacement_order(draft: dict, study, hook_instance: str) -> dict:
     return order
 
 
-def _documentation(d: Decision, _hook: str, base_url: str = "") -> dict:
+def _documentation(d: Decision, _hook: str, base_url: str) -> dict:
     lines = []
     if d.blocking_gates:
         gate = d.blocking_gates[0]
@@ -137,7 +136,7 @@ def _documentation(d: Decision, _hook: str, base_url: str = "") -> dict:
     return card
 
 
-def _no_policy(d: Decision, _hook: str) -> dict:
+def _no_policy(d: Decision, _hook: str, _base_url: str) -> dict:
     detail = (f"{d.route.program.name} has no encoded guideline for {d.order.study.display}; "
               f"spine-cds makes no decision for this order.\n\n{text.program_note(d)}")
     return {"summary": text.no_policy_summary(d), "indicator": "info", "detail": detail}

@@ -81,10 +81,7 @@ def respond(hook: HookRequest, record: PatientRecord, registry: Registry, defaul
 
 def _with_comparison(card: dict, decision: Decision) -> dict:
     """Add the optional line naming other programs whose criteria the order meets."""
-    if decision.also_approved_by and decision.outcome != APPROVE:
-        card["detail"] += ("\n\nFor comparison, the same record meets the criteria of: "
-                           + ", ".join(decision.also_approved_by) + ".")
-    elif decision.also_approved_by:
-        card["detail"] += "\n\nAlso meets the criteria of: " + ", ".join(decision.also_approved_by) + "."
+    if decision.also_approved_by:
+        lead = "Also meets" if decision.outcome == APPROVE else "For comparison, the same record meets"
+        card["detail"] += f"\n\n{lead} the criteria of: {', '.join(decision.also_approved_by)}."
     return card
-

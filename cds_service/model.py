@@ -110,7 +110,7 @@ class Facts:
     items: tuple[ClinicalItem, ...]
     order: SpineOrder
     other_orders: tuple[SpineOrder, ...] = ()
-    by_valueset: dict[str, tuple[ClinicalItem, ...]] = field(default_factory=dict, compare=False, repr=False)
+    by_valueset: dict[str, tuple[ClinicalItem, ...]] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self):
         """Index the items by value set once, so each criterion looks up instead of scanning."""
