@@ -82,6 +82,13 @@ def _iso_date(text: str) -> str:
     return text
 
 
+def _log_format(text: str) -> str:
+    value = str(text).strip().lower()
+    if value not in {"json", "text"}:
+        raise ValueError("expected 'json' or 'text'")
+    return value
+
+
 def _path(text: str) -> Path:
     return Path(str(text)).expanduser()
 
@@ -158,7 +165,15 @@ class Settings:
     )
     database_path: str = setting(
         "SPINE_CDS_DATABASE", "", _text,
-        "SQLite file for feedback and decisions; empty means spine-cds.sqlite3 in SPINE_CDS_DATA_DIR; ':memory:' keeps nothing.",
+        "Where decisions, feedback and the audit trail are kept: a SQLite file, or a postgresql://user:pass@host/db URL for several instances; empty means spine-cds.sqlite3 in SPINE_CDS_DATA_DIR; ':memory:' keeps nothing.",
+    )
+    cache_url: str = setting(
+        "SPINE_CDS_CACHE_URL", "", _text,
+        "Where patient data read from FHIR servers is cached: empty for in-process (per worker), or redis://host:6379/0 to share it between workers and instances.",
+    )
+    deadline_s: float = setting(
+        "SPINE_CDS_DEADLINE_S", 2.8, _positive_float,
+        "Longest time a hook call waits for the EHR's FHIR server, in seconds; searches still running then are abandoned and the card says the check could not complete (CRD indeterminate, reason technical).",
     )
     mappings_dir: Path = setting(
         "SPINE_CDS_MAPPINGS_DIR", str(_REPO_ROOT / "mappings"), _path,
@@ -191,6 +206,10 @@ class Settings:
     repeat_window_s: float = setting(
         "SPINE_CDS_REPEAT_WINDOW_S", 43200.0, _non_negative_float,
         "An order-sign card is left out when order-select already showed the same decision for the unchanged order within this many seconds (CRD: don't repeat guidance); 0 turns this off.",
+    )
+    log_format: str = setting(
+        "SPINE_CDS_LOG_FORMAT", "json", _log_format,
+        "json: one JSON object per log line (for log shippers); text: human-readable lines for a terminal.",
     )
     log_level: str = setting(
         "SPINE_CDS_LOG_LEVEL", "INFO", _text,
