@@ -38,10 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--database", type=Path,
                         help="SQLite file to read (default: the service's, from SPINE_CDS_DATABASE / SPINE_CDS_DATA_DIR)")
     report.add_argument("--html", type=Path, metavar="FILE", help="also write the report as a self-contained HTML page")
+    from .loader import add_load_arguments, load_main
+    add_load_arguments(commands.add_parser(
+        "load-patients", help="wait for a FHIR server, then POST the synthetic patients' transaction Bundles to it"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return {"serve": _serve, "evaluate": _evaluate, "demo": _demo, "report": _report}[args.command](args)
+        return {"serve": _serve, "evaluate": _evaluate, "demo": _demo, "report": _report,
+                "load-patients": load_main}[args.command](args)
     except CdsConfigError as exc:
         print(f"spine-cds: configuration error: {exc.message}", file=sys.stderr)
         return 2
