@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .evaluation import RuleResult, count_leaves, evaluate_rules, evidence_score, missing_items
-from .guidelines import Guideline
+from .evaluation import RuleResult, count_leaves, evaluate_node, evaluate_rules, evidence_score, missing_items
+from .guidelines import Guideline, Rule
 from .model import Facts, SpineOrder, Status, Study
+from .prerequisites import within_reach
 from .routing import Route
 from .studies import StudyCatalog
 
@@ -75,6 +76,30 @@ def decide(facts: Facts, route: Route, guideline: Guideline | None, catalog: Stu
     nearest = rank_nearest(indications)
     relevant = nearest and evidence_score(nearest[0].result, met_only=False) > 0
     return Decision(outcome=DOCUMENTATION, indication=nearest[0] if relevant else None, nearest=nearest, **base)
+
+
+def approves(facts: Facts, guideline: Guideline | None, catalog: StudyCatalog) -> bool:
+    """Whether :func:`decide` would approve — evaluating only what can change that answer.
+
+    For the comparison with other programs: rules out of reach of the record (prerequisites.py)
+    are skipped, and evaluation stops at the first met indication.  Tested equal to
+    ``decide(...).outcome == APPROVE`` on every case table and program.
+    """
+    if guideline is None or not guideline.encoded:
+        return False
+    if not any(_met(rule, facts, guideline) for rule in guideline.indications):
+        return False
+    urgent = [RuleResult(rule, evaluate_node(rule.criteria, facts, guideline)) for rule in guideline.alternatives
+              if rule.when == "always" and within_reach(rule.needs, facts)]
+    if _met_alternative(tuple(urgent), "always", facts, catalog):
+        return False
+    return not any(within_reach(gate.applies_needs, facts)
+                   and evaluate_node(gate.applies_if, facts, guideline).status == Status.MET
+                   and not _met(gate, facts, guideline) for gate in guideline.gates if gate.applies_if)
+
+
+def _met(rule: Rule, facts: Facts, guideline: Guideline) -> bool:
+    return within_reach(rule.needs, facts) and evaluate_node(rule.criteria, facts, guideline).status == Status.MET
 
 
 def _met_alternative(results: tuple[RuleResult, ...], when: str, facts: Facts, catalog: StudyCatalog):

@@ -17,7 +17,14 @@ from .model import Facts, Result, Status
 
 
 def evaluate_node(node: dict, facts: Facts, guideline: Guideline) -> Result:
-    """Evaluate one criterion (leaf or combinator) against the facts."""
+    """Evaluate one criterion (leaf or combinator) against the facts, once per node and facts."""
+    result = facts.memo.get(id(node))
+    if result is None:
+        result = facts.memo[id(node)] = _evaluate(node, facts, guideline)
+    return result
+
+
+def _evaluate(node: dict, facts: Facts, guideline: Guideline) -> Result:
     if "ref" in node:
         return evaluate_node(guideline.definitions[node["ref"]], facts, guideline)
     if "not" in node:

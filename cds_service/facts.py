@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import date
 
 from .fhir_dates import first_date, parse_date, period_end
-from .model import ClinicalItem, Facts, PatientRecord, SpineOrder
+from .model import ClinicalItem, Facts, PatientRecord, SpineOrder, Study
 from .questionnaires import ATTESTED, CANONICAL_BASE, DENIED
 from .studies import StudyCatalog
 from .terminology import Terminology
@@ -86,14 +86,21 @@ class _Reader:
                 yield resource
 
     def _item(self, resource: dict, codings: list[dict], concept: object, **fields) -> ClinicalItem | None:
+        tags = self._tags(codings)
+        return self._make(resource, tags, concept, **fields) if tags else None
+
+    def _tags(self, codings: list[dict]) -> tuple[frozenset[str], Study | None] | None:
+        """The value sets and study the codings name, or None when no criterion can use them —
+        checked first, so the many irrelevant resources of a long chart cost one lookup."""
         valuesets = self.terms.valuesets_for(codings)
         study = self.catalog.study_for_codings(codings)
-        if not valuesets and study is None and "value" not in fields:
-            return None
+        return (valuesets, study) if valuesets or study is not None else None
+
+    def _make(self, resource: dict, tags: tuple[frozenset[str], Study | None], concept: object,
+              **fields) -> ClinicalItem:
         ref = f"{resource['resourceType']}/{resource['id']}"
-        display = _text_of(concept, ref)
-        return ClinicalItem(ref=ref, resource_type=resource["resourceType"], valuesets=valuesets,
-                            display=display, study=study, **fields)
+        return ClinicalItem(ref=ref, resource_type=resource["resourceType"], valuesets=tags[0],
+                            display=_text_of(concept, ref), study=tags[1], **fields)
 
     def order_reasons(self, order: SpineOrder, today: date) -> Iterator[ClinicalItem]:
         reasons = order.resource.get("reasonCode")
@@ -108,38 +115,35 @@ class _Reader:
         for res in self._resources("Condition"):
             if _status_code(res.get("verificationStatus")) in IGNORED_STATUSES:
                 continue
-            clinical = _status_code(res.get("clinicalStatus"))
-            status = "inactive" if clinical in INACTIVE_CLINICAL else "active"
-            when = first_date(res, "onsetDateTime", "onsetPeriod", "recordedDate")
-            item = self._item(res, codings_of(res.get("code")), res.get("code"), when=when,
-                              end=parse_date(res.get("abatementDateTime")), status=status)
-            if item:
-                yield item
+            if tags := self._tags(codings_of(res.get("code"))):
+                clinical = _status_code(res.get("clinicalStatus"))
+                yield self._make(res, tags, res.get("code"),
+                                 when=first_date(res, "onsetDateTime", "onsetPeriod", "recordedDate"),
+                                 end=parse_date(res.get("abatementDateTime")),
+                                 status="inactive" if clinical in INACTIVE_CLINICAL else "active")
 
     def observations(self) -> Iterator[ClinicalItem]:
         for res in self._resources("Observation"):
             if res.get("valueBoolean") is False:
                 continue  # the finding was looked for and is absent
-            codings = codings_of(res.get("code")) + codings_of(res.get("valueCodeableConcept"))
+            tags = self._tags(codings_of(res.get("code")) + codings_of(res.get("valueCodeableConcept")))
+            if tags is None:
+                continue
             quantity = res.get("valueQuantity") if isinstance(res.get("valueQuantity"), dict) else {}
             value = quantity.get("value") if isinstance(quantity.get("value"), (int, float)) else None
-            item = self._item(res, codings, res.get("code"),
-                              when=first_date(res, "effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued"),
-                              status="completed", value=value,
-                              unit=_text_value(quantity.get("unit")) or _text_value(quantity.get("code")),
-                              abnormal=_abnormal(res, value))
-            if item and (item.valuesets or item.study):
-                yield item
+            yield self._make(res, tags, res.get("code"),
+                             when=first_date(res, "effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued"),
+                             status="completed", value=value,
+                             unit=_text_value(quantity.get("unit")) or _text_value(quantity.get("code")),
+                             abnormal=_abnormal(res, value))
 
     def procedures(self) -> Iterator[ClinicalItem]:
         for res in self._resources("Procedure"):
             if _text_value(res.get("status")) not in (None, "completed", "in-progress", "stopped", "unknown"):
                 continue
-            item = self._item(res, codings_of(res.get("code")), res.get("code"),
-                              when=first_date(res, "performedDateTime", "performedPeriod"),
-                              end=period_end(res, "performedPeriod"), status="completed")
-            if item:
-                yield item
+            if tags := self._tags(codings_of(res.get("code"))):
+                yield self._make(res, tags, res.get("code"), when=first_date(res, "performedDateTime", "performedPeriod"),
+                                 end=period_end(res, "performedPeriod"), status="completed")
 
     def medications(self) -> Iterator[ClinicalItem]:
         for rtype in ("MedicationRequest", "MedicationStatement"):
@@ -148,11 +152,10 @@ class _Reader:
                 if not isinstance(concept, dict) and isinstance(res.get("medicationReference"), dict):
                     medication = self.record.resolve(str(res["medicationReference"].get("reference", "")))
                     concept = medication.get("code") if medication else None
-                item = self._item(res, codings_of(concept), concept,
-                                  when=first_date(res, "authoredOn", "effectiveDateTime", "effectivePeriod", "dateAsserted"),
-                                  status="active" if _text_value(res.get("status")) in (None, "active") else "completed")
-                if item:
-                    yield item
+                if tags := self._tags(codings_of(concept)):
+                    yield self._make(res, tags, concept,
+                                     when=first_date(res, "authoredOn", "effectiveDateTime", "effectivePeriod", "dateAsserted"),
+                                     status="active" if _text_value(res.get("status")) in (None, "active") else "completed")
 
     def imaging_studies(self) -> Iterator[ClinicalItem]:
         for res in self._resources("ImagingStudy"):
@@ -165,10 +168,9 @@ class _Reader:
     def reports(self) -> Iterator[ClinicalItem]:
         for res in self._resources("DiagnosticReport"):
             codings = codings_of(res.get("code")) + codings_of(res.get("conclusionCode"))
-            item = self._item(res, codings, res.get("code"),
-                              when=first_date(res, "effectiveDateTime", "effectivePeriod", "issued"), status="completed")
-            if item:
-                yield item
+            if tags := self._tags(codings):
+                yield self._make(res, tags, res.get("code"),
+                                 when=first_date(res, "effectiveDateTime", "effectivePeriod", "issued"), status="completed")
 
     def service_requests(self) -> Iterator[ClinicalItem]:
         """Earlier orders: completed ones count as done, active ones as requested (NIA's
@@ -176,11 +178,10 @@ class _Reader:
         for res in self._resources("ServiceRequest"):
             if _text_value(res.get("status")) not in ("active", "completed", "on-hold"):
                 continue
-            item = self._item(res, codings_of(res.get("code")), res.get("code"),
-                              when=first_date(res, "occurrenceDateTime", "occurrencePeriod", "authoredOn"),
-                              status="completed" if res["status"] == "completed" else "active")
-            if item:
-                yield item
+            if tags := self._tags(codings_of(res.get("code"))):
+                yield self._make(res, tags, res.get("code"),
+                                 when=first_date(res, "occurrenceDateTime", "occurrencePeriod", "authoredOn"),
+                                 status="completed" if res["status"] == "completed" else "active")
 
     def attestations(self) -> Iterator[ClinicalItem]:
         """Boolean answers of completed QuestionnaireResponses to our own Questionnaires: one item

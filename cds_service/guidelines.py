@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from .errors import CdsConfigError
 from .model import Study
+from .prerequisites import prerequisites
 from .terminology import Terminology
 
 COMMON = frozenset({"kind", "label", "source", "if_absent", "within_days"})
@@ -44,6 +45,8 @@ class Rule:
     when: str | None = None            # alternatives: always | unless_approved
     study: dict | None = None          # alternatives: the study to suggest
     reason: str | None = None          # alternatives: one line for the card
+    needs: tuple = ()                  # prerequisites of criteria (prerequisites.py)
+    applies_needs: tuple = ()          # ... of applies_if
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,8 @@ class _Checker:
                 self.fail(path, "needs a study object and a one-line reason")
         return Rule(id=raw["id"], label=raw["label"], source=raw["source"], criteria=raw[criteria_key],
                     applies_if=raw.get("applies_if"), when=raw.get("when"), study=raw.get("study"),
-                    reason=raw.get("reason"))
+                    reason=raw.get("reason"), needs=prerequisites(raw[criteria_key], self.definitions),
+                    applies_needs=prerequisites(raw["applies_if"], self.definitions) if raw.get("applies_if") else ())
 
     def source(self, source: object, path: str) -> None:
         if not isinstance(source, dict) or not source.get("section"):

@@ -10,7 +10,7 @@ from datetime import date
 
 from .cards import card_for
 from .coverage_info import coverage_action
-from .decision import APPROVE, Decision, decide, guideline_for
+from .decision import APPROVE, Decision, approves, decide, guideline_for
 from .discovery import configuration
 from .facts import extract_facts
 from .model import Facts, HookRequest, PatientRecord, SpineOrder
@@ -51,9 +51,8 @@ def _approving_programs(facts: Facts, route: Route, registry: Registry) -> tuple
     for program in registry.routing.programs.values():
         if program.id == route.program.id:
             continue
-        other = Route(program, "comparison")
-        guideline = guideline_for(facts.order, other, registry.guidelines)
-        if guideline and decide(facts, other, guideline, registry.catalog).outcome == APPROVE:
+        guideline = guideline_for(facts.order, Route(program, "comparison"), registry.guidelines)
+        if approves(facts, guideline, registry.catalog):
             names.append(program.short_name)
     return tuple(names)
 

@@ -111,6 +111,13 @@ class Facts:
     order: SpineOrder
     other_orders: tuple[SpineOrder, ...] = ()
     by_valueset: dict[str, tuple[ClinicalItem, ...]] = field(init=False, compare=False, repr=False)
+    memo: dict[int, "Result"] = field(init=False, compare=False, repr=False)
+    """Criterion results already computed on these facts, keyed by the id of the mapping node.
+
+    A result depends only on the node and the facts, and the same definitions are referenced by
+    many indications (and the same facts are evaluated against every program when comparing),
+    so evaluating each node once per Facts is the cheapest correct evaluation.  Nodes are the
+    registry's own dicts, alive as long as the registry, so their ids are stable keys."""
 
     def __post_init__(self):
         """Index the items by value set once, so each criterion looks up instead of scanning."""
@@ -119,6 +126,7 @@ class Facts:
             for valueset in item.valuesets:
                 index.setdefault(valueset, []).append(item)
         object.__setattr__(self, "by_valueset", {k: tuple(v) for k, v in index.items()})
+        object.__setattr__(self, "memo", {})
 
     def with_valuesets(self, valuesets) -> list[ClinicalItem]:
         """Items in any of ``valuesets``, once each, in record order."""

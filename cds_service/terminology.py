@@ -6,6 +6,8 @@ are normalised once here.  The index is built at start-up and immutable afterwar
 """
 from __future__ import annotations
 
+import functools
+
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,7 +33,16 @@ SHORT_SYSTEMS = {"icd10": ICD10CM, "sct": SNOMED, "cpt": CPT, "loinc": LOINC, "r
 
 def normalise(system: str | None, code: str | None) -> tuple[str, str] | None:
     """The canonical (system, code) key, or None when either part is missing."""
-    if not isinstance(system, str) or not isinstance(code, str) or not code.strip():
+    if not isinstance(system, str) or not isinstance(code, str):
+        return None
+    return _normalise(system, code)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _normalise(system: str, code: str) -> tuple[str, str] | None:
+    """Memoised: a chart repeats the same few hundred codings, and every fact and study lookup
+    starts here (bounded, so hostile input cannot grow it without limit)."""
+    if not code.strip():
         return None
     system = SYSTEM_ALIASES.get(system.strip(), system.strip())
     code = code.strip()
@@ -74,18 +85,29 @@ class Terminology:
         self._index = MappingProxyType(index)
         self.valuesets = MappingProxyType(info)
         self._ingredients = MappingProxyType(dict(ingredients or {}))
+        # A chart repeats the same codings; memoise per index (bounded: hostile input cannot grow it).
+        self._coding_valuesets = functools.lru_cache(maxsize=1 << 15)(self._lookup)
 
     def valuesets_for(self, codings: Iterable[dict]) -> frozenset[str]:
         """Union of the value sets of every coding (FHIR Coding dicts) given."""
-        found: set[str] = set()
+        found = frozenset()
         for coding in codings:
             if isinstance(coding, dict):
-                key = normalise(coding.get("system"), coding.get("code"))
-                if key is not None:
-                    found |= self._index.get(key, frozenset())
-                    if key[0] == RXNORM and key not in self._index:
-                        found |= self._by_ingredient(coding.get("display"))
-        return frozenset(found)
+                system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
+                if isinstance(system, str) and isinstance(code, str) and isinstance(display, (str, type(None))):
+                    found |= self._coding_valuesets(system, code, display)
+                else:
+                    found |= self._lookup(system, code, display)
+        return found
+
+    def _lookup(self, system: object, code: object, display: object) -> frozenset[str]:
+        """The value sets of one coding: by code, or for an unlisted RxNorm product by ingredient."""
+        key = normalise(system, code)
+        if key is None:
+            return frozenset()
+        if key in self._index:
+            return self._index[key]
+        return self._by_ingredient(display) if key[0] == RXNORM else frozenset()
 
     def _by_ingredient(self, display: object) -> frozenset[str]:
         if not isinstance(display, str) or not self._ingredients:

@@ -1,0 +1,56 @@
+"""What a criterion needs in the record before it can possibly be met — checked in one lookup.
+
+Comparing an order against every other program evaluates hundreds of indications, and on most
+records nearly all of them are plainly out of reach: a cauda equina indication cannot be met by
+a chart that holds no cauda equina finding.  For each rule the loader derives, from its criteria
+tree alone, a conjunction of clauses; each clause is a set of value-set tags of which at least
+one must have items in the record for the rule to be met.  If a clause has none, the rule is
+not met, whatever the rest of the tree says — so the full evaluation can be skipped.
+
+Only a *necessary* condition is derived (never a sufficient one): leaves whose outcome does not
+depend on coded record items (age, the ordered study, other draft orders, ``not``) add no clause,
+and ``any`` keeps one clause made of the union of its children's smallest clauses.  The
+equivalence with full evaluation is tested over every case table and every program.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .model import Facts
+
+Clauses = tuple[frozenset[str], ...]
+ITEM_KINDS = frozenset({"finding", "observation", "procedure", "medication", "imaging"})
+
+
+def prerequisites(node: dict, definitions: Mapping[str, dict]) -> Clauses:
+    """The clauses that must all hold in the record for ``node`` to be met."""
+    if "ref" in node:
+        return prerequisites(definitions[node["ref"]], definitions)
+    if "not" in node:
+        return ()
+    if "all" in node:
+        return tuple(dict.fromkeys(c for child in node["all"] for c in prerequisites(child, definitions)))
+    if "any" in node:
+        per_child = [prerequisites(child, definitions) for child in node["any"]]
+        if not all(per_child):
+            return ()  # some child can be met without any coded item
+        return (frozenset().union(*(min(clauses, key=len) for clauses in per_child)),)
+    return _leaf(node)
+
+
+def _leaf(node: dict) -> Clauses:
+    kind = node.get("kind")
+    if kind in ITEM_KINDS and node.get("valueset"):
+        return (frozenset({node["valueset"]}),)
+    if kind == "conservative_care":
+        return (frozenset(vs for component in node["components"] for vs in component["valuesets"]),)
+    if kind == "documented":
+        from .questionnaires import ATTESTED, link_id  # late: questionnaires imports guidelines
+        return (frozenset({ATTESTED + link_id(node["label"])}),)
+    return ()
+
+
+def within_reach(clauses: Clauses, facts: Facts) -> bool:
+    """False when the record certainly cannot meet a rule with these prerequisites."""
+    present = facts.by_valueset
+    return all(any(tag in present for tag in clause) for clause in clauses)
