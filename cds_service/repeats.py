@@ -4,21 +4,19 @@ order-select fires while the order is written; order-sign fires when it is signe
 order has not changed since a decision was shown at order-select, showing the same card again
 at signing only trains clinicians to ignore cards (CRD ``resp-35``).  Each shown decision is
 remembered as a fingerprint — a SHA-256 of the FHIR server, the order resource (as the EHR sent
-it, without extensions) and the decision — in the SQLite database, so every worker and instance
-sharing the file sees it.  Nothing readable about the patient is stored.
+it, without extensions) and the decision — in the service's store (SQLite file or PostgreSQL,
+``SPINE_CDS_DATABASE``), so every worker and every instance sharing that database sees it.
+Nothing readable about the patient is stored.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-import threading
 import time
 
 from .decision import Decision
 from .model import HookRequest
-
-SCHEMA = "CREATE TABLE IF NOT EXISTS shown_decisions (fingerprint TEXT PRIMARY KEY, shown_at REAL NOT NULL)"
+from .store import Store
 
 
 def fingerprint(hook: HookRequest, decision: Decision) -> str:
@@ -31,31 +29,32 @@ def fingerprint(hook: HookRequest, decision: Decision) -> str:
 
 
 class ShownDecisions:
-    """Remembers fingerprints of decisions shown at order-select, for a limited time."""
+    """Remembers fingerprints of decisions shown at order-select, for a limited time.
 
-    def __init__(self, path: str, window_s: float, clock=time.time):
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=10)
-        self._lock, self._window, self._clock = threading.Lock(), window_s, clock
-        with self._lock, self._db:
-            self._db.execute(SCHEMA)
+    ``database`` is a :class:`Store` to share (its connection and transactions), or a
+    ``SPINE_CDS_DATABASE`` value to open a store of its own (closed by :meth:`close`).
+    """
+
+    def __init__(self, database: Store | str, window_s: float, clock=time.time):
+        self._owned = not isinstance(database, Store)
+        self._store = Store(database) if self._owned else database
+        self._window, self._clock = window_s, clock
 
     def remember(self, prints: list[str]) -> None:
         if not self._window:
             return  # SPINE_CDS_REPEAT_WINDOW_S=0: every call stands alone
         now = self._clock()
-        with self._lock, self._db:
-            self._db.executemany("INSERT OR REPLACE INTO shown_decisions VALUES (?, ?)", [(p, now) for p in prints])
-            self._db.execute("DELETE FROM shown_decisions WHERE shown_at < ?", (now - self._window,))
+        self._store.remember_shown(prints, now, now - self._window)
 
     def already_shown(self, print_: str) -> bool:
         if not self._window:
             return False
-        with self._lock:
-            row = self._db.execute("SELECT shown_at FROM shown_decisions WHERE fingerprint = ?", (print_,)).fetchone()
-        return row is not None and row[0] >= self._clock() - self._window
+        shown_at = self._store.shown_at(print_)
+        return shown_at is not None and shown_at >= self._clock() - self._window
 
     def close(self) -> None:
-        self._db.close()
+        if self._owned:
+            self._store.close()
 
 
 def drop_repeats(hook: HookRequest, response: dict, decisions: list[Decision], shown: ShownDecisions) -> dict:

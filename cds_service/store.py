@@ -1,165 +1,136 @@
-"""The embedded SQLite store for card decisions and clinician feedback.
+"""The store for card decisions, clinician feedback, shown-decision fingerprints and the audit trail.
 
-Why SQLite: the service must keep an audit trail of what each card decided and what the
-clinician did with it (CRD asks for retained logs; feedback may arrive several times), without
-making operators run a database.  Why these choices:
+Why a store: the service must keep an audit trail of what each call and card decided and what
+the clinician did with it (CRD ``found-37`` asks for retained logs; feedback may arrive several
+times), and nothing it acknowledged may be lost if the process dies.  ``SPINE_CDS_DATABASE``
+picks the database — one setting:
 
-* One connection per :class:`Store`, shared by the threads of one process behind a lock.
-  Writes are tiny, so serialising them costs nothing measurable and avoids the pitfalls of
-  per-thread connections that are never closed.  Gunicorn workers (processes) each open their
-  own Store on the same file; WAL mode lets readers and the single writer proceed, and the
-  busy timeout makes writers wait for each other instead of failing.
-* ``synchronous=FULL`` so a stored row survives a power cut, not only a process crash.
-* Idempotency via a UNIQUE key column (a SHA-256 of the fields that make feedback "the same"),
-  because SQLite treats NULLs as distinct in composite UNIQUE constraints.
-* No PHI: decisions hold the card's uuid, the order reference the EHR sent and the rule
-  inputs/outputs, never a patient id or a name.  Timestamps are passed in (no clock here).
+* a file path (or empty: ``spine-cds.sqlite3`` in ``SPINE_CDS_DATA_DIR``) → embedded SQLite in
+  WAL mode (:mod:`.store_sqlite`), the default, nothing to run;
+* ``:memory:`` → SQLite in memory, nothing kept (tests, offline evaluation);
+* ``postgresql://`` / ``postgres://`` URL → PostgreSQL (:mod:`.store_postgres`), for several
+  instances sharing one trail.
+
+The SQL here is written once for both (``ON CONFLICT`` upserts, ``?`` placeholders); the tables
+and their migrations are in :mod:`.store_schema`.  Every method is one transaction, committed
+before it returns.  Idempotency uses UNIQUE keys (card uuid; a SHA-256 of the fields that make
+feedback "the same", because NULLs are distinct in composite UNIQUE constraints; the audit id).
+No PHI: rows hold card uuids, order references and rule ids, never a patient id or a name;
+timestamps are passed in (no clock here).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import sqlite3
-import threading
-from pathlib import Path
 
 from .errors import CdsConfigError
 from .feedback import FeedbackItem
+from .store_schema import SCHEMA_VERSION, StoreUnavailable, ensure_schema
 
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 10.0
+__all__ = ["SCHEMA_VERSION", "DECISION_COLUMNS", "Store", "StoreUnavailable", "open_backend"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS decisions (
-    card_uuid TEXT PRIMARY KEY,
-    service_id TEXT NOT NULL,
-    hook TEXT NOT NULL,
-    hook_instance TEXT NOT NULL,
-    order_ref TEXT,
-    program TEXT,
-    guideline TEXT,
-    indication TEXT,
-    outcome TEXT NOT NULL,
-    suggestion_uuids TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS decisions_hook_instance ON decisions (hook_instance);
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    dedupe_key TEXT NOT NULL UNIQUE,
-    service_id TEXT NOT NULL,
-    card_uuid TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    outcome_timestamp TEXT NOT NULL,
-    accepted_suggestions TEXT NOT NULL,
-    reason_system TEXT,
-    reason_code TEXT,
-    reason_display TEXT,
-    user_comment TEXT,
-    received_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS feedback_card ON feedback (card_uuid);
-"""
+DECISION_COLUMNS = ("card_uuid", "service_id", "hook", "hook_instance", "order_ref", "program", "guideline",
+                    "indication", "outcome", "suggestion_uuids", "created_at")
+_INSERT_DECISION = (f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) VALUES ({', '.join('?' * 11)})"
+                    " ON CONFLICT DO NOTHING")
+_INSERT_FEEDBACK = (
+    "INSERT INTO feedback (dedupe_key, service_id, card_uuid, outcome, outcome_timestamp, accepted_suggestions,"
+    " reason_system, reason_code, reason_display, user_comment, received_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+_INSERT_AUDIT = ("INSERT INTO audit (audit_id, created_at, service_id, hook, hook_instance, status, record)"
+                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+_REMEMBER_SHOWN = ("INSERT INTO shown_decisions (fingerprint, shown_at) VALUES (?, ?)"
+                   " ON CONFLICT (fingerprint) DO UPDATE SET shown_at = excluded.shown_at")
 
 # Each card's latest feedback item (ties on outcomeTimestamp: the later arrival).  Timestamps are
 # stored as UTC isoformat strings, so text order is time order.
 _LATEST_FEEDBACK = (
     "WITH latest AS (SELECT * FROM (SELECT f.*, ROW_NUMBER() OVER (PARTITION BY card_uuid"
-    " ORDER BY outcome_timestamp DESC, id DESC) AS rank FROM feedback f) WHERE rank = 1) "
+    " ORDER BY outcome_timestamp DESC, id DESC) AS latest_first FROM feedback f) ranked"
+    " WHERE latest_first = 1) "
 )
 
 
+def open_backend(database: str):
+    """The connection for a ``SPINE_CDS_DATABASE`` value (see the module docstring)."""
+    from .store_postgres import is_postgres_url, mask_url  # psycopg loads only when used
+    if is_postgres_url(database):
+        from .store_postgres import PostgresBackend
+        return PostgresBackend(database)
+    if "://" in database:
+        raise CdsConfigError(
+            f"SPINE_CDS_DATABASE={mask_url(database)} is not supported: use a SQLite file path, ':memory:', "
+            "or a postgresql://user:password@host:5432/dbname URL.")
+    from .store_sqlite import SqliteBackend
+    return SqliteBackend(database)
+
+
 class Store:
-    """Decisions and feedback in one SQLite database; safe to share between threads."""
+    """Decisions, feedback, fingerprints and audit records in one database; thread-safe."""
 
-    def __init__(self, path: str):
-        self.path = str(path)
-        self._lock = threading.Lock()
-        in_memory = self.path == ":memory:"
-        if not in_memory:
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so nothing is left open.
-        self._conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
+    def __init__(self, database: str):
+        self._db = open_backend(str(database))
         try:
-            if not in_memory:
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute("PRAGMA synchronous=FULL")
-            self._create_schema()
+            self.schema_found = self._db.run(lambda c: ensure_schema(c, self._db.dialect, self._db.location))
         except BaseException:
-            self._conn.close()
+            self._db.close()
             raise
 
-    def _create_schema(self) -> None:
-        """Create tables if missing; refuse a database written by a newer schema."""
-        with self._transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._conn.execute(statement)
-            row = self._conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            if row[0] is None:
-                self._conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif row[0] > SCHEMA_VERSION:
-                raise CdsConfigError(
-                    f"{self.path} has schema version {row[0]}, newer than this release "
-                    f"understands ({SCHEMA_VERSION}); upgrade spine-cds or point "
-                    "SPINE_CDS_DATABASE at another file."
-                )
+    @property
+    def location(self) -> str:
+        """Where the data is, fit to print (a file path, or the URL with its password masked)."""
+        return self._db.location
 
-    @contextlib.contextmanager
-    def _transaction(self):
-        """BEGIN IMMEDIATE … COMMIT/ROLLBACK, so two processes never interleave a write."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._db.dialect
 
-    # -- decisions -------------------------------------------------------------------------
+    # -- decisions and the audit trail -------------------------------------------------------
 
-    def record_decision(
-        self,
-        card_uuid: str,
-        service_id: str,
-        hook: str,
-        hook_instance: str,
-        order_ref: str | None,
-        program: str | None,
-        guideline: str | None,
-        indication: str | None,
-        outcome: str,
-        suggestion_uuids: list[str],
-        created_at: str,
-    ) -> bool:
+    def record_decision(self, card_uuid: str, service_id: str, hook: str, hook_instance: str, order_ref: str | None,
+                        program: str | None, guideline: str | None, indication: str | None, outcome: str,
+                        suggestion_uuids: list[str], created_at: str) -> bool:
         """Record what a card decided; a second call with the same card_uuid changes nothing.
 
         Returns True if the row was new.
         """
-        with self._lock:
-            cursor = self._conn.execute(
-                "INSERT OR IGNORE INTO decisions (card_uuid, service_id, hook, hook_instance,"
-                " order_ref, program, guideline, indication, outcome, suggestion_uuids, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (card_uuid, service_id, hook, hook_instance, order_ref, program, guideline,
-                 indication, outcome, json.dumps(list(suggestion_uuids)), created_at),
-            )
-            return cursor.rowcount == 1
+        row = dict(zip(DECISION_COLUMNS, (card_uuid, service_id, hook, hook_instance, order_ref, program,
+                                          guideline, indication, outcome, suggestion_uuids, created_at)))
+        return self._db.run(lambda c: _insert_decision(c, row))
+
+    def record_hook_call(self, decisions: list[dict], audit: dict) -> int:
+        """Store a hook call's decisions (rows keyed by :data:`DECISION_COLUMNS`) and its audit
+        record in one transaction, so the trail never shows a call without its decisions.
+
+        Returns how many decisions were new.
+        """
+        def work(c) -> int:
+            new = sum(_insert_decision(c, row) for row in decisions)
+            _insert_audit(c, audit)
+            return new
+        return self._db.run(work)
+
+    def record_audit(self, audit: dict) -> None:
+        """Store one audit record (a call that ended without decisions, e.g. an error)."""
+        self._db.run(lambda c: _insert_audit(c, audit))
+
+    def audit_records(self, hook_instance: str | None = None, limit: int = 1000) -> list[dict]:
+        """Audit records, oldest first; only one hook instance's if given."""
+        where, params = ("WHERE hook_instance = ?", (hook_instance, limit)) if hook_instance else ("", (limit,))
+        rows = self._db.run(lambda c: c.execute(f"SELECT record FROM audit {where} ORDER BY seq LIMIT ?",
+                                                params).fetchall(), write=False)
+        return [json.loads(record) for (record,) in rows]
+
+    def count_audit(self) -> int:
+        return self._scalar("SELECT COUNT(*) FROM audit")
 
     def decision(self, card_uuid: str) -> dict | None:
         """The decision recorded for a card, or None."""
-        with self._lock:
-            cursor = self._conn.execute("SELECT * FROM decisions WHERE card_uuid = ?", (card_uuid,))
-            row = cursor.fetchone()
-            if row is None:
-                return None
-            result = dict(zip([c[0] for c in cursor.description], row))
-        result["suggestion_uuids"] = json.loads(result["suggestion_uuids"])
-        return result
+        rows = self._rows("SELECT * FROM decisions WHERE card_uuid = ?", (card_uuid,))
+        if not rows:
+            return None
+        return {**rows[0], "suggestion_uuids": json.loads(rows[0]["suggestion_uuids"])}
 
     # -- feedback --------------------------------------------------------------------------
 
@@ -177,47 +148,46 @@ class Store:
             reason.system if reason else None, reason.code if reason else None, item.user_comment,
         ]
         key = hashlib.sha256(json.dumps(key_fields, separators=(",", ":")).encode()).hexdigest()
-        with self._lock:
-            cursor = self._conn.execute(
-                "INSERT OR IGNORE INTO feedback (dedupe_key, service_id, card_uuid, outcome,"
-                " outcome_timestamp, accepted_suggestions, reason_system, reason_code,"
-                " reason_display, user_comment, received_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, service_id, item.card, item.outcome, timestamp,
-                 json.dumps(list(item.accepted_suggestions)),
-                 reason.system if reason else None, reason.code if reason else None,
-                 reason.display if reason else None, item.user_comment, received_at),
-            )
-            return cursor.rowcount == 1
+        params = (key, service_id, item.card, item.outcome, timestamp, json.dumps(list(item.accepted_suggestions)),
+                  reason.system if reason else None, reason.code if reason else None,
+                  reason.display if reason else None, item.user_comment, received_at)
+        return self._db.run(lambda c: c.execute(_INSERT_FEEDBACK, params).rowcount == 1)
 
     def feedback_for_card(self, card_uuid: str) -> list[dict]:
         """Every stored feedback item for a card, oldest outcome first."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT service_id, card_uuid, outcome, outcome_timestamp, accepted_suggestions,"
-                " reason_system, reason_code, reason_display, user_comment, received_at"
-                " FROM feedback WHERE card_uuid = ? ORDER BY outcome_timestamp, id",
-                (card_uuid,),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT service_id, card_uuid, outcome, outcome_timestamp, accepted_suggestions, reason_system,"
+            " reason_code, reason_display, user_comment, received_at FROM feedback WHERE card_uuid = ?"
+            " ORDER BY outcome_timestamp, id", (card_uuid,))
         return [
-            {
-                "service_id": service_id,
-                "card": card,
-                "outcome": outcome,
-                "outcome_timestamp": timestamp,
-                "accepted_suggestions": json.loads(suggestions),
-                "reason": None if code is None else {"system": system, "code": code, "display": display},
-                "user_comment": comment,
-                "received_at": received_at,
-            }
-            for (service_id, card, outcome, timestamp, suggestions, system, code, display,
-                 comment, received_at) in rows
+            {"service_id": r["service_id"], "card": r["card_uuid"], "outcome": r["outcome"],
+             "outcome_timestamp": r["outcome_timestamp"], "accepted_suggestions": json.loads(r["accepted_suggestions"]),
+             "reason": None if r["reason_code"] is None else
+             {"system": r["reason_system"], "code": r["reason_code"], "display": r["reason_display"]},
+             "user_comment": r["user_comment"], "received_at": r["received_at"]}
+            for r in rows
         ]
 
     def count_feedback(self) -> int:
         """How many distinct feedback items are stored."""
-        with self._lock:
-            return self._conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
+        return self._scalar("SELECT COUNT(*) FROM feedback")
+
+    # -- shown decisions (repeats.py) ------------------------------------------------------
+
+    def remember_shown(self, fingerprints: list[str], shown_at: float, forget_before: float) -> None:
+        """Mark fingerprints as shown now, and forget those shown before ``forget_before``."""
+        rows = [(f, shown_at) for f in sorted(set(fingerprints))]  # one lock order: no deadlocks
+
+        def work(c) -> None:
+            if rows:
+                c.executemany(_REMEMBER_SHOWN, rows)
+            c.execute("DELETE FROM shown_decisions WHERE shown_at < ?", (forget_before,))
+        self._db.run(work)
+
+    def shown_at(self, fingerprint: str) -> float | None:
+        """When a fingerprint was last shown (epoch seconds), or None."""
+        rows = self._rows("SELECT shown_at FROM shown_decisions WHERE fingerprint = ?", (fingerprint,))
+        return rows[0]["shown_at"] if rows else None
 
     # -- reports ---------------------------------------------------------------------------
 
@@ -228,57 +198,75 @@ class Store:
         "accepted" and later "overridden" for one card, and counting both would make
         accepted + overridden exceed the cards shown.  Feedback joins decisions by card uuid.
         """
-        return self._rows(
+        rows = self._rows(
             _LATEST_FEEDBACK + "SELECT d.program, d.guideline, d.indication, d.outcome, COUNT(*) AS shown,"
             " COUNT(CASE WHEN l.outcome = 'accepted' THEN 1 END) AS accepted,"
             " COUNT(CASE WHEN l.outcome = 'overridden' THEN 1 END) AS overridden,"
             " COUNT(CASE WHEN l.card_uuid IS NULL THEN 1 END) AS no_feedback"
             " FROM decisions d LEFT JOIN latest l ON l.card_uuid = d.card_uuid"
-            " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
-        )
+            " GROUP BY d.program, d.guideline, d.indication, d.outcome")
+        return sorted(rows, key=lambda r: _order(r, "program", "guideline", "indication", "outcome"))
 
     def override_reason_counts(self) -> list[dict]:
         """Override reasons of cards whose latest feedback is "overridden", with counts.
 
         Grouped by the card's (program, guideline, indication, outcome) and reason system+code;
         ``with_comment`` counts overrides that carried a userComment.  The comment text itself
-        is never returned: aggregate views must not leak free text a clinician typed.
+        is never returned: aggregate views must not leak free text a clinician typed.  Sorted
+        here, not in SQL, because the engines order NULLs and text differently.
         """
-        return self._rows(
+        rows = self._rows(
             _LATEST_FEEDBACK + "SELECT d.program, d.guideline, d.indication, d.outcome,"
             " l.reason_system, l.reason_code, MAX(l.reason_display) AS reason_display,"
             " COUNT(*) AS overrides, COUNT(l.user_comment) AS with_comment"
             " FROM decisions d JOIN latest l ON l.card_uuid = d.card_uuid WHERE l.outcome = 'overridden'"
-            " GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, overrides DESC, 6"
-        )
+            " GROUP BY d.program, d.guideline, d.indication, d.outcome, l.reason_system, l.reason_code")
+        return sorted(rows, key=lambda r: (_order(r, "program", "guideline", "indication", "outcome"),
+                                           -r["overrides"], _order(r, "reason_code", "reason_system")))
 
     def count_decisions(self) -> int:
         """How many cards (decisions) are stored."""
-        with self._lock:
-            return self._conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+        return self._scalar("SELECT COUNT(*) FROM decisions")
 
     def count_cards_without_decision(self) -> int:
         """Cards that have feedback but no stored decision (e.g. decided by another database)."""
-        with self._lock:
-            return self._conn.execute(
-                "SELECT COUNT(DISTINCT card_uuid) FROM feedback"
-                " WHERE card_uuid NOT IN (SELECT card_uuid FROM decisions)").fetchone()[0]
+        return self._scalar("SELECT COUNT(DISTINCT card_uuid) FROM feedback"
+                            " WHERE card_uuid NOT IN (SELECT card_uuid FROM decisions)")
 
-    def _rows(self, sql: str) -> list[dict]:
-        with self._lock:
-            cursor = self._conn.execute(sql)
-            names = [c[0] for c in cursor.description]
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _rows(self, sql: str, params: tuple = ()) -> list[dict]:
+        def work(c) -> list[dict]:
+            cursor = c.execute(sql, params)
+            names = [column[0] for column in cursor.description]
             return [dict(zip(names, row)) for row in cursor.fetchall()]
+        return self._db.run(work, write=False)
 
-    # -- lifecycle -------------------------------------------------------------------------
+    def _scalar(self, sql: str) -> int:
+        return self._db.run(lambda c: c.execute(sql).fetchone()[0], write=False)
 
     def close(self) -> None:
         """Close the connection; safe to call twice."""
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
     def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _insert_decision(cursor, row: dict) -> bool:
+    values = tuple(json.dumps(list(row[k])) if k == "suggestion_uuids" else row[k] for k in DECISION_COLUMNS)
+    return cursor.execute(_INSERT_DECISION, values).rowcount == 1
+
+
+def _insert_audit(cursor, audit: dict) -> None:
+    record = json.dumps(audit, sort_keys=True, separators=(",", ":"))
+    cursor.execute(_INSERT_AUDIT, (audit["auditId"], audit["time"], audit["service"], audit.get("hook"),
+                                   audit.get("hookInstance"), audit["status"], record))
+
+
+def _order(row: dict, *keys: str) -> tuple:
+    """Sort key as SQLite's ORDER BY always gave it: NULLs first, then text by code point."""
+    return tuple((row[k] is not None, row[k] or "") for k in keys)

@@ -1,4 +1,6 @@
-"""The SQLite store: idempotent decisions and feedback, persistence, thread safety (check 48)."""
+"""The store on SQLite and PostgreSQL: the same assertions on both (idempotent decisions and
+feedback, the report queries, the audit table, shown fingerprints, transactions, persistence,
+schema versions and migration, thread safety)."""
 from __future__ import annotations
 
 import random
@@ -6,20 +8,49 @@ import sqlite3
 import threading
 from datetime import datetime, timedelta, timezone
 
+import psycopg
 import pytest
 
 from cds_service.errors import CdsConfigError
 from cds_service.feedback import Coding, FeedbackItem, parse_feedback
-from cds_service.store import SCHEMA_VERSION, Store
+from cds_service.store import DECISION_COLUMNS, SCHEMA_VERSION, Store
+from cds_service.store_schema import MIGRATIONS, statements
+from pg_server import pg_database, pg_server  # noqa: F401  (fixtures)
 
 T0 = datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)
 RECEIVED = "2024-05-01T12:30:05+00:00"
+BACKENDS = ["sqlite", "postgresql"]
 
 
-@pytest.fixture
-def store():
-    with Store(":memory:") as opened:
+@pytest.fixture(params=BACKENDS)
+def database(request, tmp_path) -> str:
+    """A new, empty database of each kind: a SQLite file, or a PostgreSQL URL."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_database")
+    return str(tmp_path / "db.sqlite3")
+
+
+@pytest.fixture(params=["sqlite-memory", "postgresql"])
+def store(request):
+    location = request.getfixturevalue("pg_database") if request.param == "postgresql" else ":memory:"
+    with Store(location) as opened:
         yield opened
+
+
+def raw_execute(database: str, *sql: tuple) -> list:
+    """Run (statement, parameters) pairs on the database behind the store's back; the last one's rows."""
+    if database.startswith("postgresql://"):
+        with psycopg.connect(database, autocommit=True) as conn:
+            for statement, params in sql:
+                cursor = conn.execute(statement.replace("?", "%s"), params or None)
+            return cursor.fetchall() if cursor.description else []
+    conn = sqlite3.connect(database, isolation_level=None)
+    try:
+        for statement, params in sql:
+            cursor = conn.execute(statement, params)
+        return cursor.fetchall()
+    finally:
+        conn.close()
 
 
 def accepted(card="card-1", suggestions=("s-1",), when=T0) -> FeedbackItem:
@@ -32,6 +63,11 @@ def decide(store: Store, card_uuid="card-1", outcome="approved") -> bool:
         card_uuid, "spine-imaging", "order-sign", "hi-1", "ServiceRequest/sr-1", "nia",
         "nia-spine-2024", "radiculopathy-6wk", outcome, ["s-1", "s-2"], "2024-05-01T12:29:00+00:00",
     )
+
+
+def audit(audit_id="a-1", hook_instance="hi-1", **extra) -> dict:
+    return {"auditId": audit_id, "time": RECEIVED, "service": "svc", "hook": "order-select",
+            "hookInstance": hook_instance, "status": 200, "orders": [], **extra}
 
 
 def test_same_feedback_twice_is_stored_once(store):
@@ -102,42 +138,127 @@ def test_decisions_are_idempotent_on_card_uuid(store):
     assert store.decision("nope") is None
 
 
-def test_file_database_persists_across_reopen(tmp_path):
-    path = tmp_path / "nested" / "dir" / "spine-cds.sqlite3"
-    with Store(str(path)) as first:
+def test_report_queries_count_each_card_by_its_latest_feedback(store):
+    """The same rows, in the same order, on both engines — NULLs and ties included."""
+    cards = {"doc-1": ("nia", "g", "ind", "documentation"), "doc-2": ("nia", "g", "ind", "documentation"),
+             "none-1": ("nia", None, None, "no-policy"), "alt-1": ("nia", "g", None, "alternative")}
+    for card, (program, guideline, indication, outcome) in cards.items():
+        store.record_decision(card, "svc", "order-select", f"hi-{card}", "ServiceRequest/sr", program, guideline,
+                              indication, outcome, [], RECEIVED)
+    code = Coding("clinical-judgment", "urn:sys", "Judgment")
+    feedback = [FeedbackItem("doc-1", "overridden", T0, reason=code, user_comment="secret words"),
+                FeedbackItem("doc-2", "overridden", T0, user_comment="comment only"),
+                FeedbackItem("alt-1", "overridden", T0, reason=code),
+                FeedbackItem("alt-1", "accepted", T0 + timedelta(minutes=1), accepted_suggestions=("s",)),
+                FeedbackItem("ghost", "accepted", T0, accepted_suggestions=("s",))]
+    for item in feedback:
+        assert store.record_feedback("svc", item, RECEIVED)
+    counts = [(r["program"], r["guideline"], r["indication"], r["outcome"], r["shown"], r["accepted"],
+               r["overridden"], r["no_feedback"]) for r in store.outcome_counts()]
+    assert counts == [("nia", None, None, "no-policy", 1, 0, 0, 1), ("nia", "g", None, "alternative", 1, 1, 0, 0),
+                      ("nia", "g", "ind", "documentation", 2, 0, 2, 0)]
+    reasons = [(r["reason_code"], r["reason_display"], r["overrides"], r["with_comment"])
+               for r in store.override_reason_counts()]
+    assert reasons == [(None, None, 1, 1), ("clinical-judgment", "Judgment", 1, 1)]
+    assert "secret" not in repr(store.override_reason_counts())
+    assert store.count_decisions() == 4 and store.count_cards_without_decision() == 1
+
+
+def test_a_hook_call_is_stored_with_its_audit_record_in_one_transaction(store):
+    row = dict(zip(DECISION_COLUMNS, ("card-9", "svc", "order-select", "hi-9", "ServiceRequest/sr-9", "nia", "g",
+                                      "ind", "approve", ["s-9"], RECEIVED)))
+    broken = {k: v for k, v in audit("a-9", "hi-9").items() if k != "status"}
+    with pytest.raises(KeyError):
+        store.record_hook_call([row], broken)
+    assert store.decision("card-9") is None and store.count_audit() == 0  # rolled back together
+    assert store.record_hook_call([row], audit("a-9", "hi-9", cards=["card-9"])) == 1
+    assert store.record_hook_call([row], audit("a-9", "hi-9", cards=["card-9"])) == 0  # a retried call: no duplicates
+    assert store.decision("card-9")["suggestion_uuids"] == ["s-9"]
+    assert store.count_audit() == 1
+    store.record_audit(audit("a-10", "hi-10", status=400, error="invalid"))
+    assert [r["hookInstance"] for r in store.audit_records()] == ["hi-9", "hi-10"]
+    assert store.audit_records(hook_instance="hi-10") == [audit("a-10", "hi-10", status=400, error="invalid")]
+
+
+def test_shown_fingerprints_are_remembered_and_forgotten(store):
+    store.remember_shown(["b", "a", "a"], shown_at=100.0, forget_before=0.0)
+    assert store.shown_at("a") == 100.0 and store.shown_at("b") == 100.0
+    store.remember_shown(["a"], shown_at=200.5, forget_before=150.0)
+    assert store.shown_at("a") == 200.5
+    assert store.shown_at("b") is None  # older than the window: deleted
+    assert store.shown_at("never") is None
+
+
+def test_database_persists_across_reopen(database):
+    with Store(database) as first:
         decide(first)
         first.record_feedback("svc", accepted(), RECEIVED)
-    assert path.exists()
-    with Store(str(path)) as second:
-        assert second.count_feedback() == 1
+        first.record_audit(audit())
+        assert first.schema_found == 0
+    with Store(database) as second:
+        assert second.schema_found == SCHEMA_VERSION
+        assert second.count_feedback() == 1 and second.count_audit() == 1
         assert second.record_feedback("svc", accepted(), RECEIVED) is False
         assert second.decision("card-1")["hook_instance"] == "hi-1"
         assert decide(second) is False
-    conn = sqlite3.connect(path)
-    try:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
-    finally:
-        conn.close()
+    assert raw_execute(database, ("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
 
 
-def test_a_newer_schema_is_refused(tmp_path):
-    path = tmp_path / "db.sqlite3"
+def test_sqlite_file_is_in_wal_mode_and_folders_are_created(tmp_path):
+    path = tmp_path / "nested" / "dir" / "spine-cds.sqlite3"
     Store(str(path)).close()
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
-        conn.commit()
-    finally:
-        conn.close()
-    with pytest.raises(CdsConfigError, match="newer"):
-        Store(str(path))
+    assert raw_execute(str(path), ("PRAGMA journal_mode", ())) == [("wal",)]
 
 
-def test_close_twice_is_harmless():
-    opened = Store(":memory:")
-    opened.close()
-    opened.close()
+def test_a_newer_schema_is_refused(database):
+    Store(database).close()
+    raw_execute(database, ("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,)))
+    with pytest.raises(CdsConfigError, match="newer") as info:
+        Store(database)
+    assert "s3cret" not in info.value.message
+
+
+# The tables exactly as the first release (schema version 1) created them on SQLite.
+SQLITE_VERSION_1 = [
+    "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+    "CREATE TABLE decisions (card_uuid TEXT PRIMARY KEY, service_id TEXT NOT NULL, hook TEXT NOT NULL,"
+    " hook_instance TEXT NOT NULL, order_ref TEXT, program TEXT, guideline TEXT, indication TEXT,"
+    " outcome TEXT NOT NULL, suggestion_uuids TEXT NOT NULL, created_at TEXT NOT NULL)",
+    "CREATE INDEX decisions_hook_instance ON decisions (hook_instance)",
+    "CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, dedupe_key TEXT NOT NULL UNIQUE,"
+    " service_id TEXT NOT NULL, card_uuid TEXT NOT NULL, outcome TEXT NOT NULL, outcome_timestamp TEXT NOT NULL,"
+    " accepted_suggestions TEXT NOT NULL, reason_system TEXT, reason_code TEXT, reason_display TEXT,"
+    " user_comment TEXT, received_at TEXT NOT NULL)",
+    "CREATE INDEX feedback_card ON feedback (card_uuid)",
+    "CREATE TABLE shown_decisions (fingerprint TEXT PRIMARY KEY, shown_at REAL NOT NULL)",
+]
+
+
+def test_a_version_1_database_is_migrated_without_losing_rows(database):
+    dialect = "postgresql" if database.startswith("postgresql://") else "sqlite"
+    ddl = SQLITE_VERSION_1 if dialect == "sqlite" else [
+        "CREATE TABLE schema_version (version INTEGER NOT NULL)", *statements(MIGRATIONS[1], dialect)]
+    raw_execute(database, *[(s, ()) for s in ddl],
+                ("INSERT INTO schema_version VALUES (1)", ()),
+                ("INSERT INTO decisions VALUES ('old-card', 'svc', 'order-select', 'hi-old', 'ServiceRequest/1',"
+                 " 'nia', 'g', 'ind', 'approve', '[]', '2024-01-01T00:00:00+00:00')", ()),
+                ("INSERT INTO feedback (dedupe_key, service_id, card_uuid, outcome, outcome_timestamp,"
+                 " accepted_suggestions, received_at) VALUES ('k', 'svc', 'old-card', 'accepted',"
+                 " '2024-01-01T00:00:00+00:00', '[\"s\"]', '2024-01-01T00:00:01+00:00')", ()))
+    with Store(database) as migrated:
+        assert migrated.schema_found == 1
+        assert migrated.decision("old-card")["outcome"] == "approve"
+        assert migrated.feedback_for_card("old-card")[0]["accepted_suggestions"] == ["s"]
+        assert migrated.record_feedback("svc", accepted(card="old-card"), RECEIVED)  # ids continue after the old rows
+        migrated.record_audit(audit())
+        migrated.remember_shown(["f"], 1.0, 0.0)
+        assert migrated.count_audit() == 1 and migrated.shown_at("f") == 1.0
+    assert raw_execute(database, ("SELECT version FROM schema_version", ())) == [(SCHEMA_VERSION,)]
+
+
+def test_close_twice_is_harmless(store):
+    store.close()
+    store.close()
 
 
 def _hammer(make_store, threads=8, per_thread=50):
@@ -171,23 +292,19 @@ def _hammer(make_store, threads=8, per_thread=50):
     return items
 
 
-@pytest.mark.parametrize("kind", ["memory", "file"])
-def test_concurrent_feedback_from_threads_sharing_one_store(tmp_path, kind):
-    path = ":memory:" if kind == "memory" else str(tmp_path / "db.sqlite3")
-    with Store(path) as shared:
-        items = _hammer(lambda: shared)
-        assert shared.count_feedback() == len(items)
-        assert all(len(shared.feedback_for_card(i.card)) == 1 for i in items)
+def test_concurrent_feedback_from_threads_sharing_one_store(store):
+    items = _hammer(lambda: store)
+    assert store.count_feedback() == len(items)
+    assert all(len(store.feedback_for_card(i.card)) == 1 for i in items)
 
 
-def test_concurrent_feedback_from_separate_connections(tmp_path):
-    """Like several gunicorn workers, each with its own Store on one file."""
-    path = str(tmp_path / "db.sqlite3")
+def test_concurrent_feedback_from_separate_connections(database):
+    """Like several gunicorn workers (or instances), each with its own Store on one database."""
     opened: list[Store] = []
     lock = threading.Lock()
 
     def make_store():
-        store = Store(path)
+        store = Store(database)
         with lock:
             opened.append(store)
         return store
@@ -197,5 +314,5 @@ def test_concurrent_feedback_from_separate_connections(tmp_path):
     finally:
         for store in opened:
             store.close()
-    with Store(path) as check:
+    with Store(database) as check:
         assert check.count_feedback() == len(items)
