@@ -3,18 +3,22 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+import uuid
 from datetime import date, datetime, timezone
 
 from flask import Blueprint, current_app, request
+from werkzeug.exceptions import HTTPException
 
+from .audit import decision_rows, failed_call_record, hook_call_record
 from .auth import audience_for
 from .discovery import SERVICES, discovery_document
-from .errors import CdsBadRequest, CdsNotFound
+from .errors import CdsBadRequest, CdsError, CdsNotFound
 from .feedback import parse_feedback
 from .hook_request import parse_hook_request
 from .hooks import orders_in_scope, respond
 from .questionnaires import base_url_for
-from .repeats import drop_repeats, order_of
+from .repeats import drop_repeats
 
 bp = Blueprint("cds", __name__)
 log = logging.getLogger(__name__)
@@ -38,19 +42,30 @@ def health():
 def call_service(service_id: str):
     service = _service(service_id)
     _authenticate()
-    hook = parse_hook_request(_json_body(), service["hook"])
+    started, body = time.perf_counter(), None
+    try:
+        body = _json_body()
+        hook, response, decisions = _decide(body, service["hook"])
+    except Exception as exc:
+        _audit_failure(service_id, body, exc, started)
+        raise
+    _remember(service_id, hook, response, decisions, started)
+    return response
+
+
+def _decide(body: object, hook_name: str):
+    """Validate, gather and decide: (the hook request, the response, the decisions behind it)."""
+    hook = parse_hook_request(body, hook_name)
     st = state()
     in_scope, _ = orders_in_scope(hook, st.registry)
     if not in_scope:
         log.info("hook=%s instance=%s spine_orders=0", hook.hook, hook.hook_instance)
-        return {"cards": []}
+        return hook, {"cards": []}, []
     record = st.gatherer.gather(hook)
     response, decisions = respond(hook, record, st.registry, st.settings.default_program, _today(),
                                   compare_programs=st.settings.compare_programs,
                                   base_url=base_url_for(st.settings.public_base_url, request.url_root))
-    response = drop_repeats(hook, response, decisions, st.shown)
-    _remember(service_id, hook, response, decisions)
-    return response
+    return hook, drop_repeats(hook, response, decisions, st.shown), decisions
 
 
 @bp.post("/cds-services/<service_id>/feedback")
@@ -90,19 +105,30 @@ def _today() -> date:
     return date.fromisoformat(fixed) if fixed else date.today()
 
 
-def _remember(service_id: str, hook, response: dict, decisions) -> None:
-    """Store what each card decided (no PHI) so feedback can be joined to it."""
+def _remember(service_id: str, hook, response: dict, decisions, started: float) -> None:
+    """Store what each card decided (no PHI) so feedback can be joined to it, and the call's audit
+    record (audit.py), in one transaction committed before the response is sent."""
     now = datetime.now(timezone.utc).isoformat()
-    by_order = {d.order.reference: d for d in decisions}
-    for card in response["cards"]:
-        d = by_order[order_of(card)]
-        suggestions = [s["uuid"] for s in card.get("suggestions", [])]
-        state().store.record_decision(card["uuid"], service_id, hook.hook, hook.hook_instance, d.order.reference,
-                                      d.route.program.id, d.guideline.id if d.guideline else None,
-                                      d.indication_id, d.outcome, suggestions, now)
+    record = hook_call_record(audit_id=str(uuid.uuid4()), at=now, service_id=service_id, hook=hook, response=response,
+                              decisions=decisions, latency_ms=1000 * (time.perf_counter() - started))
+    state().store.record_hook_call(decision_rows(response, decisions, service_id, hook, now), record)
+    for d in decisions:
         log.info("hook=%s instance=%s order=%s program=%s guideline=%s outcome=%s indication=%s",
                  hook.hook, hook.hook_instance, d.order.reference, d.route.program.id,
                  d.guideline.id if d.guideline else None, d.outcome, d.indication_id)
+
+
+def _audit_failure(service_id: str, body: object, exc: Exception, started: float) -> None:
+    """Keep an audit record of a call that failed after authentication; never mask its error."""
+    status, code = ((exc.status, exc.code) if isinstance(exc, CdsError) else
+                    (exc.code or 500, "processing") if isinstance(exc, HTTPException) else (500, "exception"))
+    record = failed_call_record(audit_id=str(uuid.uuid4()), at=datetime.now(timezone.utc).isoformat(),
+                                service_id=service_id, body=body, status=status, code=code,
+                                latency_ms=1000 * (time.perf_counter() - started))
+    try:
+        state().store.record_audit(record)
+    except Exception as store_exc:  # the store is down too: the original error is what the client needs
+        log.warning("audit record of a failed call not stored: %s", type(store_exc).__name__)
 
 
 @bp.get("/report")
