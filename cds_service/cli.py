@@ -35,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="evaluation date the synthetic records were written for (default 2026-11-22)")
     demo.add_argument("--json", action="store_true", help="print the full responses")
     report = commands.add_parser("report", help="card outcomes and override reasons per guideline and indication")
-    report.add_argument("--database", type=Path,
-                        help="SQLite file to read (default: the service's, from SPINE_CDS_DATABASE / SPINE_CDS_DATA_DIR)")
+    report.add_argument("--database",
+                        help="SQLite file or postgresql:// URL to read (default: the service's, from SPINE_CDS_DATABASE / "
+                             "SPINE_CDS_DATA_DIR)")
     report.add_argument("--html", type=Path, metavar="FILE", help="also write the report as a self-contained HTML page")
     from .loader import add_load_arguments, load_main
     add_load_arguments(commands.add_parser(
@@ -96,10 +97,12 @@ def _report(args) -> int:
     from .report import build_report, load_report, render_html, render_text
     from .settings import load_settings
     from .store import Store
-    path = args.database or Path(load_settings().database_file)
-    if path.is_file():
+    from .database_url import is_postgres_url, mask_url
+    database = args.database or load_settings().database_file
+    path = mask_url(database)  # what is printed: a file path, or the URL without its password
+    if is_postgres_url(database) or Path(database).is_file():
         try:
-            with Store(str(path)) as store:
+            with Store(database) as store:
                 report = load_report(store)
         except sqlite3.DatabaseError as exc:
             print(f"spine-cds: cannot read {path} as a spine-cds database: {exc}", file=sys.stderr)
@@ -112,7 +115,7 @@ def _report(args) -> int:
         print(f"Decisions in {path}\n")
         print(render_text(report))
     if args.html:
-        generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") + f" from {path.name}"
+        generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") + f" from {Path(path).name}"
         args.html.write_text(render_html(report, generated_at=generated), encoding="utf-8")
         print(f"\nHTML report written to {args.html}")
     return 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from .database_url import is_postgres_url, is_url, mask_url
 from .errors import CdsConfigError
 from .feedback import FeedbackItem
 from .store_schema import SCHEMA_VERSION, StoreUnavailable, ensure_schema
@@ -53,11 +54,10 @@ _LATEST_FEEDBACK = (
 
 def open_backend(database: str):
     """The connection for a ``SPINE_CDS_DATABASE`` value (see the module docstring)."""
-    from .store_postgres import is_postgres_url, mask_url  # psycopg loads only when used
     if is_postgres_url(database):
-        from .store_postgres import PostgresBackend
+        from .store_postgres import PostgresBackend  # psycopg loads only when used
         return PostgresBackend(database)
-    if "://" in database:
+    if is_url(database):
         raise CdsConfigError(
             f"SPINE_CDS_DATABASE={mask_url(database)} is not supported: use a SQLite file path, ':memory:', "
             "or a postgresql://user:password@host:5432/dbname URL.")

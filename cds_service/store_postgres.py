@@ -17,11 +17,10 @@ instance shares.  Why these choices:
 * A broken connection, a deadlock or a serialisation failure is retried once on a fresh
   transaction.  That is safe because every write the store makes is idempotent (``ON CONFLICT``
   on the card uuid, the feedback key, the audit id, the fingerprint).
-* The URL's password never reaches a message or a log: :func:`mask_url`.
+* The URL's password never reaches a message or a log (:func:`~.database_url.mask_url`).
 """
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -29,33 +28,16 @@ from typing import TypeVar
 import psycopg
 from psycopg import conninfo
 
+from .database_url import mask_url
 from .errors import CdsConfigError
 from .store_schema import StoreUnavailable
 
-SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 5000
 LOCK_TIMEOUT_MS = 5000
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 30000
 TCP_USER_TIMEOUT_MS = 10000
 T = TypeVar("T")
-
-
-def is_postgres_url(database: str) -> bool:
-    return database.startswith(SCHEMES)
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password (in the user part or a ``password=`` parameter) replaced by ***."""
-    scheme, sep, rest = url.partition("://")
-    if sep:
-        authority_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-        authority, tail = rest[:authority_end], rest[authority_end:]
-        userinfo, at, hosts = authority.rpartition("@")
-        if at and ":" in userinfo:
-            authority = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
-        url = f"{scheme}://{authority}{tail}"
-    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
 
 
 class _Qmark:
