@@ -7,6 +7,9 @@ HTTP 200.  Once enough are acknowledged, the whole process group gets SIGKILL â€
 hook, no flush, requests still in flight.  The database is then opened again and every
 acknowledged feedback item, card decision and audit record must be in it.  Nothing here is timed:
 the test waits for counts, and the deadlines only turn a hang into a failure.
+
+The other half of the contract is checked too: when the store cannot commit (another process
+holds the write lock past the busy timeout), the call is answered 503 and nothing is acknowledged.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from cds_service import store_sqlite
 from cds_service.cli import SAMPLES
 from cds_service.store import Store
 from pg_server import free_port, pg_server  # noqa: F401  (fixture)
@@ -170,3 +174,28 @@ def test_sigkill_mid_load_loses_no_acknowledged_record_on_postgresql(pg_server, 
     database = pg_server.create_database()
     load = load_then_kill(database, tmp_path)
     assert_every_acknowledged_record_is_stored(database, load)
+
+
+def test_a_store_that_cannot_write_answers_503_and_acknowledges_nothing(make_app, tmp_path, monkeypatch):
+    """Another process holds the write lock longer than the busy timeout: a retryable 503, never a 200."""
+    monkeypatch.setattr(store_sqlite, "BUSY_TIMEOUT_S", 0.05)
+    database = str(tmp_path / "locked.sqlite3")
+    client = make_app(SPINE_CDS_DATABASE=database).test_client()
+    feedback = {"feedback": [{"card": "c-1", "outcome": "accepted", "outcomeTimestamp": "2026-11-22T09:00:00Z",
+                              "acceptedSuggestions": [{"id": "s"}]}]}
+    hook = json.loads((SAMPLES / "radiculopathy-conservative-care-failed.json").read_text())
+    locker = sqlite3.connect(database, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        for path, body in ((f"{SELECT}/feedback", feedback), (SELECT, hook)):
+            response = client.post(path, json=body)
+            assert response.status_code == 503
+            assert "retry" in response.get_json()["issue"][0]["diagnostics"]
+        locker.execute("ROLLBACK")
+    finally:
+        locker.close()
+    assert client.post(f"{SELECT}/feedback", json=feedback).get_json() == {"received": 1, "stored": 1}
+    assert client.post(SELECT, json=hook).status_code == 200
+    with Store(database) as check:
+        assert check.count_feedback() == 1 and check.count_decisions() == 1
+        assert [r["status"] for r in check.audit_records()] == [200]  # the refused call left nothing
