@@ -1,0 +1,238 @@
+"""The synthetic patients as hook requests, and Medplum's FHIR engine as a server for the tests.
+
+Two halves, both used by test_synthetic_patients.py and test_fhir_server_e2e.py:
+
+* ``cds_service/samples/patients/`` holds tagged FHIR transaction Bundles (scripts/build_patients.py):
+  :func:`describe` reads the tags, :func:`as_prefetch` turns a Bundle into the prefetch an EHR
+  would send (each id taken from the entry's ``urn:uuid`` fullUrl, references rewritten to
+  ``Type/id``), and :func:`hook_request` sends its draft order, with that prefetch or with
+  ``fhirServer`` and ``fhirAuthorization`` only.
+* :class:`MedplumServer` runs ``node tests/fhir_server/server.mjs`` (Medplum's FhirRouter over its
+  MemoryRepository behind a small wrapper; see its README) on a free loopback port, waits for its
+  CapabilityStatement, loads Bundles by transaction and reads and drives the wrapper's test
+  controls.  :func:`start_medplum` skips when node or the npm packages are missing, except under
+  SPINE_CDS_CI=1, where it fails: CI must run these tests, not skip them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from cds_service.prefetch import KEY_TYPES, PREFETCH
+
+ROOT = Path(__file__).resolve().parent.parent
+PATIENTS = ROOT / "cds_service" / "samples" / "patients"
+SERVER_DIR = ROOT / "tests" / "fhir_server"
+TAG = "https://spine-cds.example.org/fhir/CodeSystem/synthetic-patient-"
+TOKENS = ("token-dr-alice", "token-dr-bob", "token-dr-alice-renewed")
+USERS = {"alice": "Practitioner/dr-alice", "bob": "Practitioner/dr-bob"}
+STARTUP_S = 60.0
+DATE_FIELDS = ("effectiveDateTime", "performedDateTime", "onsetDateTime", "authoredOn", "started", "authored")
+
+
+# ---- synthetic patients --------------------------------------------------------------------
+
+def patient_files() -> list[Path]:
+    return sorted(PATIENTS.glob("*.json"))
+
+
+def load_bundle(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def describe(bundle: dict) -> dict:
+    """What a Bundle's ``meta.tag`` says: title, program, hook, expected decision, features."""
+    tags: dict[str, list[dict]] = {}
+    for tag in bundle.get("meta", {}).get("tag", []):
+        tags.setdefault(tag["system"].removeprefix(TAG), []).append(tag)
+    one = {facet: found[0] for facet, found in tags.items()}
+    expect = {"outcome": one["expected-outcome"]["code"]}
+    if "expected-indication" in one:
+        expect["indication"] = one["expected-indication"]["code"]
+    if "expected-alternative" in one:
+        expect["alternative"] = {"id": one["expected-alternative"]["code"],
+                                 "cpt": one["expected-alternative"]["display"].removeprefix("CPT ")}
+    return {"name": one["title"]["code"], "title": one["title"]["display"], "program": one["program"]["code"],
+            "hook": one["hook"]["code"], "expect": expect, "features": [t["code"] for t in tags.get("feature", [])]}
+
+
+def local_ids(bundle: dict) -> dict[str, str]:
+    """``urn:uuid:<u>`` fullUrl -> ``Type/<u>``: the ids the prefetch form of a Bundle uses."""
+    return {e["fullUrl"]: f"{e['resource']['resourceType']}/{e['fullUrl'].rsplit(':', 1)[1]}"
+            for e in bundle["entry"]}
+
+
+def rewrite_references(value, ids: dict[str, str]):
+    """A copy of ``value`` with every ``reference`` found in ``ids`` replaced."""
+    if isinstance(value, dict):
+        return {k: (ids.get(v, v) if k == "reference" and isinstance(v, str) else rewrite_references(v, ids))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [rewrite_references(v, ids) for v in value]
+    return value
+
+
+def with_ids(bundle: dict, ids: dict[str, str]) -> list[dict]:
+    """The Bundle's resources as a server holds them: ids assigned, references resolved."""
+    return [{**rewrite_references(e["resource"], ids), "id": ids[e["fullUrl"]].split("/")[1]} for e in bundle["entry"]]
+
+
+def _newest_first(resource: dict) -> str:
+    return next((resource[f] for f in DATE_FIELDS if isinstance(resource.get(f), str)), "")
+
+
+def as_prefetch(bundle: dict) -> dict:
+    """The prefetch a complete EHR would send for the Bundle's patient: every key filled."""
+    resources = with_ids(bundle, local_ids(bundle))
+    prefetch: dict = {"patient": next(r for r in resources if r["resourceType"] == "Patient")}
+    for key, types in KEY_TYPES.items():
+        if key != "patient":
+            found = sorted((r for r in resources if r["resourceType"] in types), key=_newest_first, reverse=True)
+            prefetch[key] = {"resourceType": "Bundle", "type": "searchset",
+                             "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in found]}
+    assert set(prefetch) == set(PREFETCH), "a prefetch key has no resource types in KEY_TYPES"
+    return prefetch
+
+
+def hook_request(bundle: dict, ids: dict[str, str], *, hook: str | None = None, prefetch: dict | None = None,
+                 fhir_server: str | None = None, token: str | None = None, user: str = USERS["alice"],
+                 instance: str | None = None) -> dict:
+    """The CDS Hooks request for the Bundle's draft order, its ids taken from ``ids``
+    (:func:`local_ids` with a prefetch, :meth:`MedplumServer.load`'s answer with a server)."""
+    resources = with_ids(bundle, ids)
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    order = next(r for r in resources if r["resourceType"] == "ServiceRequest" and r["status"] == "draft")
+    hook = hook or describe(bundle)["hook"]
+    context = {"userId": user, "patientId": patient["id"],
+               "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": order}]}}
+    if hook == "order-select":
+        context["selections"] = [f"ServiceRequest/{order['id']}"]
+    body = {"hook": hook, "hookInstance": instance or str(uuid.uuid4()), "context": context}
+    if prefetch is not None:
+        body["prefetch"] = prefetch
+    if fhir_server:
+        body["fhirServer"] = fhir_server
+    if token:
+        body["fhirAuthorization"] = {"access_token": token, "token_type": "Bearer", "expires_in": 300,
+                                     "scope": "patient/*.read", "subject": "spine-cds"}
+    return body
+
+
+def decisions(response: dict, ids: dict[str, str] | None = None) -> list[dict]:
+    """Every card's ``spine-cds.decision``.  With ``ids``, comparable across copies of a Bundle:
+    ``Type/id`` strings turned back into the Bundle's fullUrls, and the evidence sorted (it
+    follows the order a server happened to return the resources in)."""
+    found = [card["extension"]["spine-cds.decision"] for card in response["cards"]]
+    if not ids:
+        return found
+    found = _to_full_urls(found, {ref: url for url, ref in ids.items()})
+    return [{**d, "evidence": sorted(d["evidence"])} if "evidence" in d else d for d in found]
+
+
+def _to_full_urls(value, back: dict[str, str]):
+    if isinstance(value, dict):
+        return {k: _to_full_urls(v, back) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_full_urls(v, back) for v in value]
+    return back.get(value, value) if isinstance(value, str) else value
+
+
+# ---- the FHIR server ----------------------------------------------------------------------
+
+def missing_prerequisite() -> str | None:
+    """Why the server cannot start here, or None."""
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (SERVER_DIR / "node_modules" / "@medplum" / "fhir-router").is_dir():
+        return "the npm packages of tests/fhir_server are not installed"
+    return None
+
+
+def start_medplum() -> MedplumServer:
+    """A started server, or a skip (a failure under SPINE_CDS_CI=1) when it cannot run here."""
+    why = missing_prerequisite()
+    if why:
+        message = f"{why}: run `npm ci --prefix tests/fhir_server` (Node 20.19+) to test against Medplum's FHIR engine"
+        if os.environ.get("SPINE_CDS_CI") == "1":
+            pytest.fail(f"SPINE_CDS_CI=1 and {message}", pytrace=False)
+        pytest.skip(message)
+    return MedplumServer().start()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MedplumServer:
+    """``node server.mjs`` on a loopback port; :meth:`stop` it (the fixtures do)."""
+
+    def __init__(self, tokens: tuple[str, ...] = TOKENS):
+        self.tokens = tokens
+        self.url = ""
+        self._process: subprocess.Popen | None = None
+        self._log = tempfile.TemporaryFile()
+        self._session = requests.Session()
+
+    def start(self) -> MedplumServer:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        command = ["node", str(SERVER_DIR / "server.mjs"), "--port", str(port),
+                   *(arg for token in self.tokens for arg in ("--token", token))]
+        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, cwd=SERVER_DIR)
+        deadline = time.monotonic() + STARTUP_S
+        while time.monotonic() < deadline and self._process.poll() is None:
+            try:
+                if self._session.get(f"{self.url}/metadata", timeout=1).json().get("resourceType") == "CapabilityStatement":
+                    return self
+            except (requests.RequestException, ValueError):
+                time.sleep(0.1)
+        why = "exited at start" if self._process.poll() is not None else f"did not answer /metadata in {STARTUP_S:.0f} s"
+        output = self.output()
+        self.stop()
+        pytest.fail(f"the FHIR server (node tests/fhir_server/server.mjs) {why}:\n{output}", pytrace=False)
+
+    def output(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")[-4000:]
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._session.close()
+        self._log.close()
+
+    def load(self, bundle: dict) -> dict[str, str]:
+        """POST a transaction Bundle; returns its fullUrl -> ``Type/<server id>`` (entries keep order)."""
+        response = self._session.post(self.url, json=bundle, timeout=30, headers={
+            "Authorization": f"Bearer {self.tokens[0]}", "Content-Type": "application/fhir+json"})
+        response.raise_for_status()
+        result = response.json()
+        assert result["type"] == "transaction-response", result
+        return {e["fullUrl"]: r["response"]["location"].split("/_history/")[0]
+                for e, r in zip(bundle["entry"], result["entry"], strict=True)}
+
+    def control(self, *, delay_s: float = 0.0, fail_status: int | None = None) -> None:
+        """Slow every FHIR answer down, or make every one fail; also resets the stats."""
+        self._session.post(f"{self.url}/__control", timeout=5, json={
+            "delayMs": int(delay_s * 1000), "failStatus": fail_status, "reset": True}).raise_for_status()
+
+    def stats(self) -> dict:
+        """Requests since the last :meth:`control`: total, byPath, byToken, maxInFlight, requests."""
+        return self._session.get(f"{self.url}/__stats", timeout=5).json()
