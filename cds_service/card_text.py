@@ -58,6 +58,10 @@ def documentation_summary(d: Decision) -> str:
                              else f"the record does not show {short(d)} criteria"))
 
 
+def incomplete_summary(d: Decision) -> str:
+    return shorten(f"{study_name(d)}: {short(d)} check could not complete — EHR data unavailable; try again")
+
+
 def no_policy_summary(d: Decision) -> str:
     return shorten(f"No {d.route.program.name} guideline covers {lower_first(study_name(d))} here; no decision made")
 

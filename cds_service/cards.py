@@ -9,7 +9,7 @@ import uuid
 
 from . import card_text as text
 from . import questionnaires
-from .decision import ALTERNATIVE, APPROVE, DOCUMENTATION, NO_POLICY, Decision
+from .decision import ALTERNATIVE, APPROVE, DOCUMENTATION, INCOMPLETE, NO_POLICY, Decision
 from .evaluation import missing_items
 
 CARD_TYPES = "http://terminology.hl7.org/CodeSystem/cdshooks-card-type"
@@ -20,6 +20,7 @@ TOPICS = {
     ALTERNATIVE: ("therapy-alternatives-opt", "Alternative study"),
     DOCUMENTATION: ("guideline", "Documentation needed"),
     NO_POLICY: ("guideline", "No applicable guideline"),
+    INCOMPLETE: ("guideline", "Check could not complete"),
 }
 OVERRIDE_REASONS = (
     ("documented-elsewhere", "Criteria are documented in notes not yet in the record"),
@@ -36,7 +37,8 @@ def stable_uuid(*parts: str) -> str:
 def card_for(decision: Decision, hook_instance: str, base_url: str = "") -> dict:
     """The one decision card for an order.  ``base_url`` (absolute, the service's public root) is
     needed only for the documentation card's questionnaire link; without it there is no link."""
-    builder = {APPROVE: _approve, ALTERNATIVE: _alternative, DOCUMENTATION: _documentation, NO_POLICY: _no_policy}
+    builder = {APPROVE: _approve, ALTERNATIVE: _alternative, DOCUMENTATION: _documentation, NO_POLICY: _no_policy,
+               INCOMPLETE: _incomplete}
     card = builder[decision.outcome](decision, hook_instance, base_url)
     code, display = TOPICS[decision.outcome]
     card["uuid"] = stable_uuid(hook_instance, decision.order.reference, "card")
@@ -57,6 +59,8 @@ def decision_extension(d: Decision) -> dict:
         ext["evidence"] = list(d.indication.result.evidence)
     if d.alternative_study:
         ext["alternative"] = {"id": d.alternative.rule.id, "cpt": d.alternative_study.cpt}
+    if d.data_gaps:
+        ext["dataGaps"] = list(d.data_gaps)
     if d.outcome == DOCUMENTATION and d.indication:
         ext["missing"] = [m.text() for m in _missing(d)]
         if d.indication.result.met_on and not d.blocking_gates:
@@ -134,6 +138,20 @@ def _documentation(d: Decision, _hook: str, base_url: str) -> dict:
     if url:
         card["links"] = [{"label": text.shorten(f"Document it: {rule.label}", 80), "url": url, "type": "absolute"}]
     return card
+
+
+def _incomplete(d: Decision, _hook: str, _base_url: str) -> dict:
+    """Part of the record could not be read: say so, say what was read, never guess."""
+    lines = [f"spine-cds could not read part of the patient's record from the EHR "
+             f"({', '.join(d.data_gaps)}), so whether this {d.order.study.display} meets "
+             f"{d.guideline.title} is **not known**. Nothing was concluded from the incomplete record.", "",
+             "Re-open or re-sign the order to try again. If this keeps happening, the EHR's FHIR server may be "
+             "slow or down: tell your EHR administrator."]
+    if d.indication:
+        lines += ["", f"From the part that was read, the nearest indication is **{d.indication.rule.label}**.",
+                  *text.evidence_lines(d.indication.result)]
+    lines += ["", text.program_note(d)]
+    return {"summary": text.incomplete_summary(d), "indicator": "warning", "detail": "\n".join(lines)}
 
 
 def _no_policy(d: Decision, _hook: str, _base_url: str) -> dict:

@@ -14,7 +14,7 @@ from datetime import date
 
 from . import questionnaires
 from .cards import stable_uuid
-from .decision import ALTERNATIVE, APPROVE, DOCUMENTATION, NO_POLICY, Decision
+from .decision import ALTERNATIVE, APPROVE, DOCUMENTATION, INCOMPLETE, NO_POLICY, Decision
 
 EXT = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
 REASONS = "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp"
@@ -56,6 +56,9 @@ def _assertion(d: Decision, hook: str, assertion: str) -> list[tuple[str, dict]]
     if d.outcome == APPROVE:
         return [_code("covered", "covered"), _code("pa-needed", "satisfied"),
                 ("satisfied-pa-id", {"valueString": stable_uuid(assertion, "pa")})]
+    if d.outcome == INCOMPLETE:  # CRD resp-43: a technical failure is indeterminate, reason technical
+        return [_code("covered", "indeterminate"), _code("pa-needed", "indeterminate"),
+                _reason(f"Patient data could not be read from the EHR ({', '.join(d.data_gaps)})", "technical")]
     if d.outcome == NO_POLICY:
         return [_code("covered", "indeterminate"),
                 _reason(f"No {program} guideline for {d.order.study.display}")]

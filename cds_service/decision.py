@@ -7,10 +7,16 @@ Precedence, which is the guideline's own logic made explicit:
 3. an indication is met and every gate that applies is satisfied → ``approve``;
 4. an ``unless_approved`` alternative is met (radiographs first) → ``alternative``;
 5. otherwise → ``documentation``, naming the nearest indications and exactly what they lack.
+
+When part of the record could not be read (``data_gaps``: the FHIR server failed or missed the
+deadline), only what the data *found* stands: an approval or an ``always`` alternative.  Every
+other answer might have been different with the missing data, so it becomes ``incomplete`` —
+"the check could not complete" (CRD ``indeterminate`` / ``technical``) — never a request for
+documentation the record may well hold.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .evaluation import RuleResult, count_leaves, evaluate_node, evaluate_rules, evidence_score, missing_items
 from .guidelines import Guideline, Rule
@@ -20,6 +26,7 @@ from .routing import Route
 from .studies import StudyCatalog
 
 APPROVE, ALTERNATIVE, DOCUMENTATION, NO_POLICY = "approve", "alternative", "documentation", "no-policy"
+INCOMPLETE = "incomplete"
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,15 @@ def guideline_for(order: SpineOrder, route: Route, guidelines: dict[str, Guideli
 def decide(facts: Facts, route: Route, guideline: Guideline | None, catalog: StudyCatalog,
            data_gaps: tuple[str, ...] = ()) -> Decision:
     """Decide one order.  Pure: everything it needs is in the arguments."""
+    decision = _decide(facts, route, guideline, catalog, data_gaps)
+    if data_gaps and (decision.outcome == DOCUMENTATION or
+                      decision.outcome == ALTERNATIVE and decision.alternative.rule.when != "always"):
+        return replace(decision, outcome=INCOMPLETE, alternative=None, alternative_study=None, blocking_gates=())
+    return decision
+
+
+def _decide(facts: Facts, route: Route, guideline: Guideline | None, catalog: StudyCatalog,
+            data_gaps: tuple[str, ...]) -> Decision:
     base = dict(order=facts.order, route=route, guideline=guideline, data_gaps=data_gaps)
     if guideline is None or not guideline.encoded:
         return Decision(outcome=NO_POLICY, **base)

@@ -5,7 +5,7 @@ from cds_service.coverage_info import EXT
 from cds_service.fhir_models import ServiceRequest, validation_problems
 
 DECISION_KEYS = {"order", "outcome", "program", "guideline", "indication"}
-OUTCOMES = {"approve", "alternative", "documentation", "no-policy"}
+OUTCOMES = {"approve", "alternative", "documentation", "no-policy", "incomplete"}
 
 
 def assert_no_empty_values(value, path="$"):
