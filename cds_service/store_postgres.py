@@ -16,7 +16,8 @@ instance shares.  Why these choices:
   stuck database turns into a 503 instead of a hung worker.
 * A broken connection, a deadlock or a serialisation failure is retried once on a fresh
   transaction.  That is safe because every write the store makes is idempotent (``ON CONFLICT``
-  on the card uuid, the feedback key, the audit id, the fingerprint).
+  on the card uuid, the feedback key, the audit id, the fingerprint); if the lost connection had
+  in fact committed, the retry finds the row and reports it as already stored.
 * The URL's password never reaches a message or a log (:func:`~.database_url.mask_url`).
 """
 from __future__ import annotations
