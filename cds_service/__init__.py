@@ -12,6 +12,7 @@ from flask import Flask
 from .auth import ClientAuthenticator
 from .cors import init_cors
 from .errors import register_error_handlers
+from .logs import configure_logging, init_request_logging
 from .patient_record import RecordGatherer
 from .registry import Registry, load_registry
 from .repeats import ShownDecisions
@@ -40,7 +41,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     :param config: setting names (``SPINE_CDS_*``) to values; ``None`` reads the environment.
     """
     settings = load_settings(config)
-    logging.getLogger("cds_service").setLevel(settings.log_level.upper())
+    configure_logging(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     session = requests.Session()
@@ -53,6 +54,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if not settings.auth:
         log.warning("SPINE_CDS_AUTH=off: CDS client JWTs are NOT verified. Use only for local development.")
     register_error_handlers(app)
+    init_request_logging(app)  # before CORS: its preflight answer skips later before_request hooks
+    from .metrics import init_metrics  # not at the top: prometheus_client must be imported after
+    init_metrics(app)                  # server.py sets PROMETHEUS_MULTIPROC_DIR (metrics.py)
     init_cors(app, settings.cors_origins)
     from .routes import bp
     app.register_blueprint(bp)

@@ -17,6 +17,8 @@ from .errors import CdsBadRequest, CdsError, CdsNotFound
 from .feedback import parse_feedback
 from .hook_request import parse_hook_request
 from .hooks import orders_in_scope, respond
+from .logs import bind_request_id
+from .metrics import metrics_of
 from .questionnaires import base_url_for
 from .repeats import drop_repeats
 
@@ -56,6 +58,7 @@ def call_service(service_id: str):
 def _decide(body: object, hook_name: str):
     """Validate, gather and decide: (the hook request, the response, the decisions behind it)."""
     hook = parse_hook_request(body, hook_name)
+    bind_request_id(hook.hook_instance)
     st = state()
     in_scope, _ = orders_in_scope(hook, st.registry)
     if not in_scope:
@@ -65,6 +68,7 @@ def _decide(body: object, hook_name: str):
     response, decisions = respond(hook, record, st.registry, st.settings.default_program, _today(),
                                   compare_programs=st.settings.compare_programs,
                                   base_url=base_url_for(st.settings.public_base_url, request.url_root))
+    metrics_of(current_app).record_decisions(hook.hook, record.sources, decisions)
     return hook, drop_repeats(hook, response, decisions, st.shown), decisions
 
 
@@ -73,6 +77,7 @@ def feedback(service_id: str):
     _service(service_id)
     _authenticate()
     items = parse_feedback(_json_body())
+    metrics_of(current_app).record_feedback(service_id, items)
     received = datetime.now(timezone.utc).isoformat()
     stored = sum(state().store.record_feedback(service_id, item, received) for item in items)
     log.info("feedback service=%s items=%d new=%d", service_id, len(items), stored)
