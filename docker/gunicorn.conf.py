@@ -3,15 +3,28 @@
 Why these values: hook calls spend most of their time waiting on the EHR's FHIR server, so
 threaded workers (gthread) serve several calls per process cheaply; CRD expects an answer
 within seconds, so a request stuck for 30 s is killed rather than left to pile up.  Operators
-can override anything with ``GUNICORN_CMD_ARGS`` (e.g. ``--access-logfile -``).
+can override anything with ``GUNICORN_CMD_ARGS`` (e.g. ``--workers 4``).
+
+The hooks are cds_service/server.py's, shared with ``spine-cds serve``: a multiprocess metrics
+folder so /metrics merges every worker, and graceful shutdown (SIGTERM drains the requests in
+flight, then each worker closes its app).  Importing cds_service here does not import
+prometheus_client: that happens in each worker, after on_starting has set the folder.
 """
 import os
+
+import cds_service.logs as _logs
+import cds_service.server as _server
+from cds_service.settings import load_settings as _load_settings
 
 bind = "0.0.0.0:8080"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = 4
 timeout = 30
+# Longer than a hook call can take (SPINE_CDS_DEADLINE_S, 2.8 s by default, plus deciding), so
+# a SIGTERM (docker stop, a rolling deploy) never cuts an answer short.  Docker sends SIGKILL
+# after its own stop timeout (10 s by default), which still leaves in-flight calls their time;
+# give it `docker stop -t 25` / stop_grace_period: 25s to let gunicorn use the whole grace.
 graceful_timeout = 20
 keepalive = 5
 
@@ -19,14 +32,21 @@ keepalive = 5
 # connection must never be shared across processes, so the app is not preloaded.
 preload_app = False
 
-# Access logs record request URLs, which for FHIR-style paths can carry identifiers; they are
-# off unless an operator turns them on.  Errors go to stderr for the container runtime.
+# gunicorn's access log records raw URLs (query strings included); the service writes its own
+# access line per request (route template, status, latency; no query string), so it stays off.
+# Errors and the service's logs go to stderr, in SPINE_CDS_LOG_FORMAT (JSON lines by default).
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+logconfig_dict = _logs.gunicorn_logconfig(_load_settings().log_format)
 
 # Heartbeat files on tmpfs: a slow overlay filesystem can make gunicorn kill healthy workers.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 # forwarded_allow_ips is left at gunicorn's default (127.0.0.1 / FORWARDED_ALLOW_IPS env):
 # X-Forwarded-* headers are trusted only from a proxy the operator names.
+
+on_starting = _server.on_starting
+worker_exit = _server.worker_exit
+child_exit = _server.child_exit
+on_exit = _server.on_exit

@@ -1,0 +1,254 @@
+"""The served process, for real: ``spine-cds serve`` (gunicorn, two workers) in a subprocess.
+
+* /metrics merges the workers: every scrape, whichever worker answers it, counts every call.
+* SIGTERM drains: a hook call in flight (its FHIR read takes 1 s) still gets its 200 with cards,
+  each worker then closes its app, the port is closed and the process exits 0.
+* Every stderr line is JSON, gunicorn's own included.
+
+No timed asserts: the waits below are upper bounds on something that must happen.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from cds_service import server
+from cds_service.cli import SAMPLES
+from fhir_stub import FhirStub
+
+SELECT = "/cds-services/spine-imaging-order-select"
+PATIENCE_S = 60  # upper bound for a server to start or stop on a slow CI machine
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Served:
+    """``spine-cds serve`` on a free port; stderr lines collected by a reader thread."""
+
+    def __init__(self, tmp_path: Path, workers: int = 2, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environ = {k: v for k, v in os.environ.items() if k != server.MULTIPROC_ENV}
+        environ |= {"SPINE_CDS_AUTH": "off", "SPINE_CDS_DATABASE": str(tmp_path / "served.sqlite3"),
+                    "SPINE_CDS_TODAY": "2026-11-22", "SPINE_CDS_LOG_FORMAT": "json", **env}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
+            env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def records(self) -> list[dict]:
+        """Every stderr line so far, parsed: in JSON format each one must be a JSON object."""
+        records = []
+        for line in list(self.lines):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                pytest.fail(f"server wrote a line that is not JSON: {line!r}\n" + "\n".join(self.lines[-40:]))
+        return records
+
+    def wait_until(self, what: str, condition) -> None:
+        deadline = time.monotonic() + PATIENCE_S
+        while not condition():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                pytest.fail(f"server: {what} did not happen; stderr:\n" + "\n".join(self.lines[-40:]))
+            time.sleep(0.05)
+
+    def booted(self, workers: int) -> None:
+        """Both the port answers and every worker has built its app."""
+        def apps_built():
+            return len({r["pid"] for r in self.records() if r["message"].startswith("SPINE_CDS_AUTH=off")}) > workers
+        self.wait_until("every worker built its app", apps_built)  # the master's check app counts once
+        self.wait_until("/health answers", lambda: _get(self.url + "/health") == 200)
+
+    def pid_of(self, request_id: str) -> int:
+        """The worker whose access line carries ``request_id``."""
+        found: list[int] = []
+
+        def logged():
+            found[:] = [r["pid"] for r in self.records()
+                        if r["logger"] == "cds_service.access" and r.get("request_id") == request_id]
+            return bool(found)
+        self.wait_until(f"the access line of {request_id}", logged)
+        return found[0]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=PATIENCE_S)
+        self._reader.join(timeout=PATIENCE_S)  # the pipe ends when the last process holding it exits
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=PATIENCE_S)
+        self._reader.join(timeout=PATIENCE_S)
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def served(tmp_path):
+    started: list[Served] = []
+
+    def start(**kwargs) -> Served:
+        started.append(Served(tmp_path, **kwargs))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.kill()  # a test that failed half-way leaves no server (or worker) behind
+
+
+def _get(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except (OSError, urllib.error.HTTPError):
+        return None
+
+
+def post(url: str, body: dict) -> tuple[int, dict, dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=PATIENCE_S) as response:
+        return response.status, dict(response.headers), json.load(response)
+
+
+def sample() -> dict:
+    return json.loads((SAMPLES / "radiculopathy-conservative-care-failed.json").read_text())
+
+
+def scrape(url: str) -> tuple[str, dict[tuple, float]]:
+    """(request id of the scrape, {(name, sorted labels): value})."""
+    with urllib.request.urlopen(url + "/metrics", timeout=PATIENCE_S) as response:
+        rid, text = response.headers["X-Request-Id"], response.read().decode()
+    return rid, {(s.name, tuple(sorted(s.labels.items()))): s.value
+                 for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+HOOK_OK = ("spine_cds_http_requests_total",
+           (("endpoint", "/cds-services/<service_id>"), ("method", "POST"), ("status", "200")))
+
+
+def test_metrics_merge_every_worker(served):
+    app = served(workers=2, SPINE_CDS_LOG_LEVEL="DEBUG")  # DEBUG: /metrics scrapes get access lines too
+    app.booted(workers=2)
+    callers: set[int] = set()
+    calls = 0
+    while len(callers) < 2:  # until both workers have answered hook calls
+        assert calls < 200, "one worker answered every call; cannot test the merge"
+        body = sample() | {"hookInstance": str(uuid.uuid4())}
+        status, _, answer = post(app.url + SELECT, body)
+        assert status == 200 and answer["cards"]
+        calls += 1
+        callers.add(app.pid_of(body["hookInstance"]))
+    scrapers: set[int] = set()
+    scrapes = 0
+    while len(scrapers) < 2:  # until both workers have answered scrapes
+        assert scrapes < 200, "one worker answered every scrape; cannot test the merge"
+        rid, samples = scrape(app.url)
+        scrapes += 1
+        scrapers.add(app.pid_of(rid))
+        assert samples[HOOK_OK] == calls, f"a scrape by worker {app.pid_of(rid)} missed calls another worker answered"
+        decisions = sum(v for (name, _), v in samples.items() if name == "spine_cds_decisions_total")
+        assert decisions == calls  # the sample has one spine order
+    assert app.stop() == 0
+
+
+def test_sigterm_lets_the_call_in_flight_finish_then_closes_and_exits_0(served):
+    body = sample()
+    conditions = [e["resource"] for e in body["prefetch"].pop("conditions")["entry"]]
+    with FhirStub(token="t0ken") as fhir:
+        fhir.add(*conditions)
+        fhir.delay = 1.0  # the call is in flight for at least this long
+        body |= {"fhirServer": fhir.url, "fhirAuthorization": {
+            "access_token": "t0ken", "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read",
+            "subject": "spine-cds"}}
+        app = served(workers=2, SPINE_CDS_ALLOWED_FHIR_SERVERS=fhir.url)
+        app.booted(workers=2)
+        outcome: dict = {}
+
+        def call() -> None:
+            try:
+                outcome["answer"] = post(app.url + SELECT, copy.deepcopy(body))
+            except OSError as exc:  # what a cut connection looks like to the EHR
+                outcome["error"] = exc
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        app.wait_until("the hook call reached the FHIR server", lambda: fhir.requests)
+        app.proc.send_signal(signal.SIGTERM)
+        caller.join(timeout=PATIENCE_S)
+        exit_code = app.stop()
+    assert "answer" in outcome, f"the call in flight was cut short: {outcome.get('error')!r}"
+    assert exit_code == 0
+    status, headers, answer = outcome["answer"]
+    assert status == 200 and headers["X-Request-Id"] == body["hookInstance"]
+    [card] = answer["cards"]
+    assert card["extension"]["spine-cds.decision"]["order"] == "ServiceRequest/sr-ana"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", app.port), timeout=5).close()
+
+    records = app.records()  # every line is JSON (records() raises otherwise), gunicorn's too
+    assert any(r["logger"] == "gunicorn.error" and r["message"].startswith("Handling signal: term") for r in records)
+    exits = [r for r in records if r.get("event") == "worker-exit"]
+    assert len(exits) == 2, "each worker closes its app"
+    served_by = app.pid_of(body["hookInstance"])
+    order = [(r["pid"], r["logger"]) for r in records]
+    assert order.index((served_by, "cds_service.access")) < order.index((served_by, "cds_service.server")), \
+        "the worker closed its app before the call in flight was answered"
+
+
+def test_metrics_folder_is_made_emptied_and_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv(server.MULTIPROC_ENV, "placeholder")
+    monkeypatch.delenv(server.MULTIPROC_ENV)           # restored to unset afterwards
+    made = Path(server.prepare_metrics_dir())
+    assert made.is_dir() and os.environ[server.MULTIPROC_ENV] == str(made)
+    assert server.prepare_metrics_dir() == str(made)   # on_starting after run(): the same folder
+    server.remove_metrics_dirs()
+    assert not made.exists()
+
+    operators = tmp_path / "prometheus"
+    operators.mkdir()
+    (operators / "counter_4242.db").write_bytes(b"stale counts of an earlier run")
+    (operators / "notes.txt").write_text("not ours")
+    monkeypatch.setenv(server.MULTIPROC_ENV, str(operators))
+    assert server.prepare_metrics_dir() == str(operators)
+    assert sorted(p.name for p in operators.iterdir()) == ["notes.txt"]
+    server.remove_metrics_dirs()
+    assert operators.is_dir()  # an operator's folder is kept
+
+
+def test_worker_exit_closes_the_app(make_app):
+    app = make_app()
+    closed = []
+    state = app.extensions["spine_cds"]
+    original = state.store.close
+    state.store.close = lambda: (closed.append(True), original())  # frozen dataclass, mutable store
+    server.worker_exit(None, type("Worker", (), {"wsgi": app, "pid": os.getpid()})())
+    assert closed == [True]
+    server.worker_exit(None, type("Worker", (), {"pid": os.getpid()})())  # app never loaded: nothing to do
