@@ -43,6 +43,8 @@ def _absent(node: dict, detail: str) -> Result:
 
 def _decide(node: dict, facts: Facts, items: list[ClinicalItem], passes: Callable[[ClinicalItem], bool | None] = lambda i: True) -> Result:
     """Shared verdict for the item-matching kinds."""
+    if not items:  # the common case on a long chart: nothing of this kind at all
+        return _absent(node, "not found in the record")
     label, window = node["label"], node.get("within_days")
     timely = [i for i in items if in_window(i, facts, window) is True]
     hits = [i for i in timely if passes(i)]

@@ -13,6 +13,7 @@ run on, so a response stays recognisable wherever the service moves.  Pure: no F
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterator
@@ -33,10 +34,13 @@ PUBLISHER = "spine-cds"
 _SLUG_CHARS = re.compile(r"[^a-z0-9]+")
 
 
+@functools.lru_cache(maxsize=4096)
 def link_id(label: str) -> str:
     """The question id of a ``documented`` leaf: a slug of its label and 8 hex digits of its hash.
 
     Whitespace is normalised first so re-wrapping a label in the JSON does not change the id.
+    Memoised: every decision looks up the ids of the guideline's documented leaves (labels come
+    from the mappings, so the cache is bounded by them).
     """
     text = " ".join(label.split())
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
