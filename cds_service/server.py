@@ -22,6 +22,7 @@ import tempfile
 from gunicorn.app.base import BaseApplication
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_PREFIX = "spine-cds-metrics-"   # + the master's pid: folders of killed servers can be told apart
 GRACEFUL_TIMEOUT_S = 20     # > SPINE_CDS_DEADLINE_S (2.8 s) + deciding; on_starting warns otherwise
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ def prepare_metrics_dir() -> str:
             os.remove(stale)
     else:
         shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None   # tmpfs: no disk writes per request
-        path = tempfile.mkdtemp(prefix="spine-cds-metrics-", dir=shm)
+        _remove_orphans(shm or tempfile.gettempdir())
+        path = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=shm)
         _created_dirs.append((os.getpid(), path))
         os.environ[MULTIPROC_ENV] = path
     _prepared_dirs.add(path)
@@ -98,6 +100,24 @@ def remove_metrics_dirs() -> None:
         if pid == os.getpid():
             shutil.rmtree(path, ignore_errors=True)
             _created_dirs.remove((pid, path))
+
+
+def _remove_orphans(parent: str) -> None:
+    """Folders of earlier servers that were killed before on_exit (SIGKILL): their pid is gone."""
+    for path in glob.glob(os.path.join(parent, _PREFIX + "*-*")):
+        pid = os.path.basename(path)[len(_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True   # someone else's live process
+    return True
 
 
 def on_starting(server) -> None:

@@ -232,6 +232,19 @@ def test_metrics_folder_is_made_emptied_and_removed(tmp_path, monkeypatch):
     server.remove_metrics_dirs()
     assert not made.exists()
 
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = made.parent / f"spine-cds-metrics-{ended.stdout.strip()}-killed"  # a server SIGKILLed earlier
+    running = made.parent / f"spine-cds-metrics-{os.getpid()}-running"         # a server still running
+    orphan.mkdir()
+    running.mkdir()
+    try:
+        monkeypatch.delenv(server.MULTIPROC_ENV)
+        server.prepare_metrics_dir()
+        server.remove_metrics_dirs()
+        assert not orphan.exists() and running.is_dir()
+    finally:
+        running.rmdir()
+
     operators = tmp_path / "prometheus"
     operators.mkdir()
     (operators / "counter_4242.db").write_bytes(b"stale counts of an earlier run")
