@@ -4,7 +4,8 @@ Why a real server: the store's SQL, its transactions and its timeouts are what t
 backend is; a mock would test nothing.  The server is Debian's (``/usr/lib/postgresql/<v>/bin``,
 installed by ``.ci/run``): ``initdb`` in a fresh temporary folder, a free TCP port on 127.0.0.1
 with password (SCRAM) authentication so the URL's password is really used, the unix socket in
-the same folder, stopped and deleted when the session ends.  PostgreSQL refuses to run as root,
+the same folder, stopped and deleted when the session ends (or, should pytest be killed, by a
+detached watchdog shortly after).  PostgreSQL refuses to run as root,
 so as root the server runs as the ``postgres`` user (or ``nobody``) via ``runuser``.
 
 ``fsync=off``: these tests kill the spine-cds process, never the database server, so what they
@@ -18,6 +19,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import subprocess
@@ -70,8 +72,7 @@ class PostgresServer:
         self.data = self.dir / "data"
 
     def _run(self, *args: str) -> None:
-        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
-        result = subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=START_TIMEOUT_S)
+        result = subprocess.run([*self._prefix(), *args], capture_output=True, text=True, timeout=START_TIMEOUT_S)
         if result.returncode:
             log = self.dir / "server.log"
             tail = log.read_text()[-2000:] if log.exists() else ""
@@ -89,7 +90,24 @@ class PostgresServer:
                    "-c full_page_writes=off -c max_connections=100")
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w",
                   "-t", str(START_TIMEOUT_S), "-o", options, "start")
+        self._watch(os.getpid())
         return self
+
+    def _watch(self, owner: int) -> None:
+        """Stop the server and delete its folder once ``owner`` (this pytest) is gone, however it ended.
+
+        pg_ctl daemonises the server, so a pytest killed by a timeout or SIGKILL would otherwise
+        leave it running.  A detached shell polls the pid; after a normal :meth:`stop` it finds
+        nothing left to do.
+        """
+        stop = shlex.join([*self._prefix(), str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"])
+        script = (f"while kill -0 {owner} 2>/dev/null; do sleep 1; done; "
+                  f"{stop} >/dev/null 2>&1; rm -rf {shlex.quote(str(self.dir))}")
+        subprocess.run(["sh", "-c", f"({script}) </dev/null >/dev/null 2>&1 &"], start_new_session=True, check=True,
+                       timeout=START_TIMEOUT_S)
+
+    def _prefix(self) -> list[str]:
+        return ["runuser", "-u", self.user, "--"] if self.user else []
 
     def stop(self) -> None:
         try:

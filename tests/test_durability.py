@@ -113,6 +113,9 @@ def start_service(database: str, tmp_path: Path) -> tuple[subprocess.Popen, str]
                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     finally:
         log.close()
+    # Should pytest itself be killed, take the service down with it (it has its own process group).
+    subprocess.run(["sh", "-c", f"(while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; kill -9 -{server.pid})"
+                    " </dev/null >/dev/null 2>&1 &"], start_new_session=True, check=True, timeout=30)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + DEADLINE_S
     while True:
