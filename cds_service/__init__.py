@@ -46,11 +46,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     session = requests.Session()
     registry = load_registry(settings.mappings_dir, settings.valuesets_dir, settings.default_program)
+    store = Store(settings.database_file)  # one connection per worker, shared with the repeat check
     app.extensions["spine_cds"] = AppState(
         settings=settings, registry=registry,
         authenticator=ClientAuthenticator(settings, session=session),
-        gatherer=RecordGatherer(settings, session), store=Store(settings.database_file), session=session,
-        shown=ShownDecisions(settings.database_file, settings.repeat_window_s))
+        gatherer=RecordGatherer(settings, session), store=store, session=session,
+        shown=ShownDecisions(store, settings.repeat_window_s))
     if not settings.auth:
         log.warning("SPINE_CDS_AUTH=off: CDS client JWTs are NOT verified. Use only for local development.")
     register_error_handlers(app)

@@ -218,7 +218,7 @@ class Settings:
 
     @property
     def database_file(self) -> str:
-        """The SQLite file actually used."""
+        """The database actually used: a SQLite file, ':memory:', or a postgresql:// URL."""
         return self.database_path or str(Path(self.data_dir) / "spine-cds.sqlite3")
 
 
