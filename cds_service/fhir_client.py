@@ -6,6 +6,12 @@ server's origin are ignored, so the EHR's token never travels to another host.  
 becomes :class:`FhirUnavailable` with a message that says what to do and never holds the token
 or a URL (URLs carry patient ids).
 
+A client may carry the hook call's deadline (a ``time.monotonic()`` value): no request starts
+after it, each request's timeout is cut to the time left, and bodies are read in chunks that
+stop at the deadline, so paging through endless ``next`` links or a slow page 3 cannot keep a
+worker thread busy long after the hook has answered.  Bodies are streamed and refused once one
+search has read more than ``SPINE_CDS_MAX_REQUEST_BYTES`` (see :meth:`FhirClient._read_body`).
+
 ``fhirServer`` comes from the caller, so :func:`check_fhir_server_allowed` refuses URLs that
 would make us fetch from loopback, private or link-local addresses (SSRF) unless the operator
 listed them in ``SPINE_CDS_ALLOWED_FHIR_SERVERS``.
@@ -13,13 +19,17 @@ listed them in ``SPINE_CDS_ALLOWED_FHIR_SERVERS``.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import math
 import socket
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from requests.auth import AuthBase
 
 from .errors import CdsBadRequest, FhirUnavailable
@@ -32,6 +42,7 @@ log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_CHUNK_BYTES = 64 * 1024
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -61,20 +72,22 @@ class FhirClient:
     """Reads and searches one FHIR server with one token, over a shared ``requests.Session``."""
 
     def __init__(self, base_url: str, access_token: str | None, session: requests.Session,
-                 settings: Settings):
+                 settings: Settings, deadline: float | None = None):
         self.base_url = base_url.rstrip("/")
         self._origin = origin(self.base_url)
         self._auth = BearerAuth(access_token) if access_token else None
         self._session = session
-        self._timeout = (settings.fhir_timeout_s, settings.fhir_timeout_s)
+        self._timeout_s = settings.fhir_timeout_s
+        self._deadline = math.inf if deadline is None else deadline
         self._max_pages = settings.fhir_max_pages
         self._page_size = settings.fhir_page_size
+        self._max_bytes = settings.max_request_bytes
 
     def read(self, resource_type: str, resource_id: str) -> dict:
         """``GET [base]/Type/id``; the answer must be that type."""
         url = f"{self.base_url}/{quote(resource_type, safe='')}/{quote(resource_id, safe='')}"
         what = f"{resource_type} read"
-        resource = self._get_json(url, what)
+        resource, _ = self._get_json(url, what, self._max_bytes)
         if resource.get("resourceType") != resource_type:
             raise FhirUnavailable(f"The FHIR server answered the {what} with something other "
                                   f"than a {resource_type}; check that fhirServer is an R4 FHIR base URL.")
@@ -94,8 +107,10 @@ class FhirClient:
         url, what = self._first_url(path_and_query)
         pages = min(max_pages or self._max_pages, self._max_pages)
         resources: list[dict] = []
+        budget = self._max_bytes    # for the whole search, so many mid-sized pages are capped too
         for _ in range(pages):
-            bundle = self._get_json(url, what)
+            bundle, size = self._get_json(url, what, budget)
+            budget -= size
             entries = bundle.get("entry", [])
             if bundle.get("resourceType") != "Bundle" or not isinstance(entries, list):
                 raise FhirUnavailable(f"The FHIR server answered the {what} without a searchset "
@@ -123,29 +138,72 @@ class FhirClient:
             query = f"{query}&_count={self._page_size}" if query else f"_count={self._page_size}"
         return f"{self.base_url}/{path}?{query}", f"{path.split('/')[0]} search"
 
-    def _get_json(self, url: str, what: str) -> dict:
-        """GET one URL and return its JSON object, or raise :class:`FhirUnavailable`."""
+    def _get_json(self, url: str, what: str, limit: int) -> tuple[dict, int]:
+        """GET one URL: its JSON object and body size, or raise :class:`FhirUnavailable`."""
         try:
             response = self._session.get(url, auth=self._auth, headers={"Accept": FHIR_JSON},
-                                         timeout=self._timeout, allow_redirects=False)
+                                         timeout=self._timeout(what), allow_redirects=False,
+                                         stream=True)
         except requests.Timeout:
-            raise FhirUnavailable(f"The FHIR server did not answer the {what} within "
-                                  f"{self._timeout[1]} s; check that it is up, or raise "
-                                  "SPINE_CDS_FHIR_TIMEOUT_S.") from None
+            raise self._too_slow(what) from None
         except requests.RequestException as exc:
             log.debug("%s failed: %s", what, type(exc).__name__)
             raise FhirUnavailable(f"Could not connect to the FHIR server for the {what}; check "
                                   "fhirServer and that it is reachable from this service.") from None
-        with response:
+        with response:  # closing an unread streamed response drops the connection
             _check_status(response.status_code, what)
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
+            data = self._read_body(response, what, limit)
+        try:
+            body = json.loads(data)
+        except (ValueError, RecursionError):
+            body = None
         if not isinstance(body, dict):
             raise FhirUnavailable(f"The FHIR server did not answer the {what} with a JSON "
                                   "resource; check that fhirServer is a FHIR base URL.")
-        return body
+        return body, len(data)
+
+    def _read_body(self, response: requests.Response, what: str, limit: int) -> bytes:
+        """The (decompressed) body, read in chunks: stop at ``limit`` bytes or the deadline.
+
+        The cap is ``SPINE_CDS_MAX_REQUEST_BYTES`` per search: a hook request carrying the whole
+        prefetch may be that large, so one search answering more is broken or hostile, and
+        reading it all would only trade memory for a record we could not evaluate in time.
+        """
+        too_large = FhirUnavailable(
+            f"The FHIR server's answer to the {what} is larger than {self._max_bytes} bytes (all "
+            "pages of one search) and was not read; ask the EHR to prefetch this key, or raise "
+            "SPINE_CDS_MAX_REQUEST_BYTES.")
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        chunks, size = [], 0
+        try:
+            # read1 returns whatever has arrived, so a server trickling bytes meets the deadline too
+            while chunk := response.raw.read1(_CHUNK_BYTES, decode_content=True):
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                if time.monotonic() >= self._deadline:
+                    raise self._too_slow(what)
+                chunks.append(chunk)
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            log.debug("%s body failed: %s", what, type(exc).__name__)
+            raise FhirUnavailable(f"The FHIR server stopped sending the {what} part-way; retry "
+                                  "later or check the FHIR server's logs.") from None
+        return b"".join(chunks)
+
+    def _timeout(self, what: str) -> tuple[float, float]:
+        """(connect, read) timeout: SPINE_CDS_FHIR_TIMEOUT_S, cut to the time left before the deadline."""
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise self._too_slow(what)
+        seconds = min(self._timeout_s, left)
+        return seconds, seconds
+
+    def _too_slow(self, what: str) -> FhirUnavailable:
+        return FhirUnavailable(f"The FHIR server did not answer the {what} in time (within "
+                               f"SPINE_CDS_FHIR_TIMEOUT_S={self._timeout_s} s per request and the "
+                               "hook's SPINE_CDS_DEADLINE_S); check that it is up and how fast it answers.")
 
 
 def _check_status(status: int, what: str) -> None:
