@@ -3,34 +3,51 @@
 Every prefetch key ends in exactly one state, recorded in ``PatientRecord.sources``:
 ``prefetch`` | ``null`` (the client says there is none) | ``fhir`` | ``cache`` | ``partial``
 (only some pages could be read) | ``failed`` (nothing could be read: its facts are unknown,
-never assumed absent).  A key the EHR neither prefetched nor let us fetch is a 412 when the
-decision needs it; a FHIR server that is down is not an error here — the decision degrades.
+never assumed absent).
 
-Searches for one call run in parallel on a shared executor, and FHIR results are cached for a
-short time because order-select fires on every edit.  The cache key holds the user and a hash
-of the access token, so one user's token never serves another user's request; prefetched data
-is never cached (it came from the client, for this call only).
+Which failure gives which answer:
+
+* **412** only when a required key (``prefetch.REQUIRED_KEYS``) is neither prefetched, even in
+  part, nor fetchable because the request has no ``fhirServer``: the EHR must change what it sends.
+* **400** when ``fhirServer`` is one we may not read from (see ``fhir_client``).
+* **200**, the key ``failed``, for everything on the FHIR server's side: its host not resolving,
+  connection refused, a timeout, HTTP 401/403/404/500, a redirect, a body that is not JSON, not
+  a Bundle or holding resource types the search cannot return, a body over the size cap, or a
+  search still running at the hook's deadline.  The decision treats those facts as unknown and
+  the card says the check could not complete.  A partly prefetched key whose remaining pages
+  cannot be read keeps its pages and is ``partial``.
+
+Deadline: gathering ends ``SPINE_CDS_DEADLINE_S`` after it began.  Searches run in parallel on
+one executor per app (``SPINE_CDS_FHIR_WORKERS`` threads, so threads are bounded however many
+calls time out); at the deadline the call stops waiting, cancels searches not yet started and
+abandons running ones, which end soon after on their own because every request's timeout is
+cut to the time left before the deadline (``fhir_client``).
+
+FHIR results are cached for a short time (``cache.py``: in-process or Redis) because
+order-select fires on every edit.  The cache key holds the server, patient, user and a hash of
+the access token, so one user's token never serves another user's request; prefetched data is
+never cached (it came from the client, for this call only), nor is a failed search.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
-from collections.abc import Hashable, Mapping, MutableMapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import requests
-from cachetools import TTLCache
 
+from .cache import CacheKey, PatientDataCache, make_cache
 from .errors import CdsPreconditionFailed, FhirUnavailable
 from .fhir_client import FhirClient, SearchResult, check_fhir_server_allowed, normalise_base
 from .model import HookRequest, PatientRecord
 from .prefetch import (
-    FIRST_PAGE_ONLY, PREFETCH, REQUIRED_KEYS, Prefetched, fill_template, normalise_prefetch,
+    FIRST_PAGE_ONLY, KEY_TYPES, PREFETCH, REQUIRED_KEYS, Prefetched, fill_template,
+    normalise_prefetch,
 )
 
 if TYPE_CHECKING:  # annotations only: keeps this module importable on its own
@@ -53,23 +70,25 @@ class KeyData:
 class RecordGatherer:
     """Builds :class:`PatientRecord` values; create one per app and :meth:`close` it at exit.
 
-    ``session`` is shared by every call (connection reuse) and stays owned by the caller.
-    ``cache`` may be any mapping (tests pass a dict); access to it is serialised by a lock.
+    ``session`` is shared by every call (connection reuse) and stays owned by the caller, as
+    does a ``cache`` passed in; without one the gatherer makes (and closes) the cache
+    ``SPINE_CDS_CACHE_URL`` names.
     """
 
     def __init__(self, settings: Settings, session: requests.Session,
-                 cache: MutableMapping | None = None):
+                 cache: PatientDataCache | None = None):
         self._settings = settings
         self._session = session
-        self._cache: MutableMapping = cache if cache is not None else TTLCache(
-            maxsize=settings.cache_max_entries, ttl=settings.cache_ttl_s)
-        self._lock = threading.Lock()
+        self._owns_cache = cache is None
+        self._cache: PatientDataCache = make_cache(settings) if cache is None else cache
         self._executor = ThreadPoolExecutor(max_workers=settings.fhir_workers,
                                             thread_name_prefix="fhir-search")
 
     def close(self) -> None:
         """Stop the worker threads (waits for searches in flight, which all have timeouts)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._owns_cache:
+            self._cache.close()
 
     def __enter__(self) -> RecordGatherer:
         return self
@@ -82,60 +101,108 @@ class RecordGatherer:
         started = time.monotonic()
         data, todo = read_prefetch(hook.prefetch)
         if todo:
-            data.update(self._fetch(hook, todo))
+            data.update(self._fetch(hook, todo, started + self._settings.deadline_s))
         record = build_record(hook.patient_id, data)
         log.info("patient record in %.0f ms: sources=%s counts=%s",
                  (time.monotonic() - started) * 1000, record.sources,
                  {rtype: len(items) for rtype, items in record.resources.items()})
         return record
 
-    def _fetch(self, hook: HookRequest, todo: Todo) -> dict[str, KeyData]:
-        """Fill the keys prefetch did not satisfy from ``hook.fhir_server``."""
+    def _fetch(self, hook: HookRequest, todo: Todo, deadline: float) -> dict[str, KeyData]:
+        """Fill the keys prefetch did not satisfy from ``hook.fhir_server``, by ``deadline``."""
         if not hook.fhir_server:
             refuse_if_required_missing(todo)
             return {key: unfetched(got) for key, got in todo.items()}
         try:
-            check_fhir_server_allowed(hook.fhir_server, self._settings)
+            self._check_server(hook.fhir_server, deadline)
         except FhirUnavailable as exc:
             log.warning("FHIR server unavailable for %s: %s", sorted(todo), exc.message)
             return {key: unfetched(got) for key, got in todo.items()}
-        client = FhirClient(hook.fhir_server, hook.access_token, self._session, self._settings)
+        client = FhirClient(hook.fhir_server, hook.access_token, self._session, self._settings,
+                            deadline=deadline)
+        results, futures = self._start(hook, todo, client)
+        done, _ = wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
+        for key, future in futures.items():
+            if future in done:
+                results[key] = collect(key, todo[key], future)
+            else:
+                future.cancel()  # not started yet: never starts; running: ends at its timeout
+                log.warning("prefetch key %s abandoned at the hook's deadline (SPINE_CDS_DEADLINE_S="
+                            "%s s); its facts are unknown", key, self._settings.deadline_s)
+                results[key] = unfetched(todo[key])
+        return results
+
+    def _check_server(self, url: str, deadline: float) -> None:
+        """The SSRF guard resolves the host, and DNS has no timeout of its own: bound it too."""
+        future = self._executor.submit(check_fhir_server_allowed, url, self._settings)
+        try:
+            future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            future.cancel()
+            raise FhirUnavailable("The FHIR server's host was not resolved before the hook's "
+                                  "deadline; check DNS, or raise SPINE_CDS_DEADLINE_S.") from None
+
+    def _start(self, hook: HookRequest, todo: Todo,
+               client: FhirClient) -> tuple[dict[str, KeyData], dict[str, Future]]:
+        """Answer what the cache can (one lookup for all keys) and submit the other searches."""
+        keys = {key: cache_key(hook, key) for key, got in todo.items() if not is_partial(got)}
+        hits = dict(zip(keys, self._cache.get_many(list(keys.values()))))
         results: dict[str, KeyData] = {}
         futures: dict[str, Future] = {}
         for key, got in todo.items():
             if is_partial(got):
-                futures[key] = self._executor.submit(client.search_result, got.next_url)
-            elif (hit := self._cache_get(cache_key(hook, key))) is not None:
+                futures[key] = self._executor.submit(read_rest, client, key, got.next_url)
+            elif (hit := hits[key]) is not None:
                 results[key] = KeyData(hit.resources, "cache" if hit.complete else "partial")
             elif (query := fill_template(PREFETCH[key], hook.context)) is None:
                 results[key] = KeyData((), "failed")
             else:
-                futures[key] = self._executor.submit(run_query, client, query, key in FIRST_PAGE_ONLY)
-        for key, future in futures.items():
-            results[key] = self._collect(hook, key, todo[key], future)
-        return results
+                futures[key] = self._executor.submit(self._search, client, key, query, keys[key])
+        return results, futures
 
-    def _collect(self, hook: HookRequest, key: str, got: Prefetched | None,
-                 future: Future) -> KeyData:
-        """Turn one finished search into :class:`KeyData`; a FHIR failure is not a crash."""
-        try:
-            result: SearchResult = future.result()
-        except FhirUnavailable as exc:
-            log.warning("prefetch key %s could not be read: %s", key, exc.message)
-            return unfetched(got)
-        source = "fhir" if result.complete else "partial"
-        if is_partial(got):
-            return KeyData(got.resources + result.resources, source)
-        self._cache_put(cache_key(hook, key), result)
-        return KeyData(result.resources, source)
+    def _search(self, client: FhirClient, key: str, query: str, ckey: CacheKey) -> SearchResult:
+        """On a worker thread: one key's search, checked, then cached."""
+        result = run_query(client, query, key in FIRST_PAGE_ONLY)
+        check_types(key, result)
+        self._cache.put(ckey, result)
+        return result
 
-    def _cache_get(self, key: Hashable) -> SearchResult | None:
-        with self._lock:
-            return self._cache.get(key)
 
-    def _cache_put(self, key: Hashable, value: SearchResult) -> None:
-        with self._lock:
-            self._cache[key] = value
+def collect(key: str, got: Prefetched | None, future: Future) -> KeyData:
+    """Turn one finished search into :class:`KeyData`; no FHIR answer is ever a crash."""
+    try:
+        result: SearchResult = future.result()
+    except FhirUnavailable as exc:
+        log.warning("prefetch key %s could not be read: %s", key, exc.message)
+        return unfetched(got)
+    except Exception as exc:  # noqa: BLE001 — a hostile answer must not become a 500
+        log.error("prefetch key %s: unexpected %s while reading the FHIR server's answer; "
+                  "treated as failed", key, type(exc).__name__)
+        return unfetched(got)
+    source = "fhir" if result.complete else "partial"
+    if is_partial(got):
+        return KeyData(got.resources + result.resources, source)
+    return KeyData(result.resources, source)
+
+
+def read_rest(client: FhirClient, key: str, next_url: str) -> SearchResult:
+    """The pages a partly prefetched Bundle left unread."""
+    result = client.search_result(next_url)
+    check_types(key, result)
+    return result
+
+
+def check_types(key: str, result: SearchResult) -> None:
+    """Refuse an answer holding resource types this key's search cannot return.
+
+    A Condition search answered with Observations is a broken server (or a wrong base URL);
+    using half of it would state facts from the wrong data, so the whole key is ``failed``.
+    """
+    unexpected = {r["resourceType"] for r in result.resources} - set(KEY_TYPES[key])
+    if unexpected:
+        shown = ", ".join(sorted(t[:40] for t in unexpected)[:3])
+        raise FhirUnavailable(f"The FHIR server answered the {key} search with {shown} resources, "
+                              "which it cannot return; check that fhirServer is the EHR's R4 base URL.")
 
 
 def read_prefetch(prefetch: Mapping) -> tuple[dict[str, KeyData], Todo]:
@@ -193,7 +260,7 @@ def run_query(client: FhirClient, query: str, first_page_only: bool = False) -> 
     return client.search_result(query)
 
 
-def cache_key(hook: HookRequest, key: str) -> tuple[str, ...]:
+def cache_key(hook: HookRequest, key: str) -> CacheKey:
     """Server, patient, user and token hash: a cached search is reused only by its own caller."""
     token = hook.access_token
     token_part = hashlib.sha256(token.encode()).hexdigest() if token else "no-token"

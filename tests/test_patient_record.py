@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 
 import pytest
 import requests
 
+from cds_service.cache import InProcessCache
 from cds_service.errors import CdsBadRequest, CdsPreconditionFailed, FhirUnavailable
 from cds_service.fhir_client import FhirClient, check_fhir_server_allowed, is_public_address
 from cds_service.model import HookRequest
 from cds_service.patient_record import RecordGatherer
 from cds_service.prefetch import KEY_TYPES, PREFETCH, REQUIRED_KEYS, fill_template, normalise_prefetch
 from cds_service.settings import load_settings
-from fhir_stub import FhirStub
+from fhir_stub import FhirStub, closed_port_url
 
 PATIENT_ID = "pat-7f3a"
 USER = "Practitioner/doc-1"
@@ -117,10 +119,10 @@ def test_full_prefetch_makes_no_http_call(stub, make_gatherer):
 
 
 def test_omitted_keys_are_fetched_in_parallel(stub, make_gatherer):
-    stub.delay = 0.3
+    stub.hold_until_in_flight = 3   # each request waits until three are in flight at once
     record = make_gatherer().gather(make_hook(stub.url))
     assert len(stub.requests) == len(PREFETCH)
-    assert stub.max_in_flight > 1
+    assert stub.max_in_flight >= 3
     assert set(record.sources.values()) == {"fhir"}
     assert record.patient["id"] == PATIENT_ID
     assert {c["id"] for c in record.of_type("Condition")} == {"condition-1", "condition-2"}
@@ -243,13 +245,146 @@ def test_server_errors_mark_keys_failed(stub, make_gatherer, mode):
     assert record.sources["observations"] == "failed" and record.sources["conditions"] == "null"
 
 
-def test_slow_server_times_out_quickly_and_marks_failed(stub, make_gatherer):
-    stub.delay = 5
-    started = time.monotonic()
+def test_slow_server_times_out_and_marks_failed(stub, make_gatherer):
+    stub.delay = 5  # the data would arrive after 5 s: "failed" proves the 0.2 s timeout worked
     record = make_gatherer(SPINE_CDS_FHIR_TIMEOUT_S="0.2").gather(make_hook(stub.url))
-    assert time.monotonic() - started < 2
     assert set(record.sources.values()) == {"failed"}
     assert record.patient is None
+
+
+class StuckCache(InProcessCache):
+    """Stores only once released: a search stuck after its last request, which no timeout ends."""
+
+    def __init__(self):
+        super().__init__(max_entries=10, ttl_s=60)
+        self.release = threading.Event()
+
+    def put(self, key, value) -> None:
+        self.release.wait(30)
+        super().put(key, value)
+
+
+def test_searches_running_at_the_deadline_are_abandoned(stub, session, caplog):
+    cache = StuckCache()
+    settings = load_settings({"SPINE_CDS_ALLOWED_FHIR_SERVERS": stub.url, "SPINE_CDS_DEADLINE_S": "0.3"})
+    try:
+        with RecordGatherer(settings, session, cache=cache) as gatherer:
+            record = gatherer.gather(make_hook(stub.url, full_prefetch() | {"conditions": {}, "procedures": {}}))
+            cache.release.set()
+    finally:
+        cache.release.set()
+    assert record.sources["conditions"] == record.sources["procedures"] == "failed"
+    assert record.sources["patient"] == "prefetch" and len(stub.requests) == 2
+    assert caplog.text.count("abandoned at the hook's deadline") == 2
+
+
+def test_searches_still_queued_at_the_deadline_are_never_sent(stub, make_gatherer):
+    stub.delay = 5
+    gatherer = make_gatherer(SPINE_CDS_DEADLINE_S="0.3", SPINE_CDS_FHIR_TIMEOUT_S="30",
+                             SPINE_CDS_FHIR_WORKERS="1")
+    record = gatherer.gather(make_hook(stub.url))
+    gatherer.close()  # waits for the one running search
+    assert set(record.sources.values()) == {"failed"}
+    assert len(stub.requests) < len(PREFETCH)
+
+
+def test_threads_stay_bounded_when_every_call_times_out(stub, make_gatherer):
+    stub.delay = 5
+    gatherer = make_gatherer(SPINE_CDS_DEADLINE_S="0.2", SPINE_CDS_FHIR_WORKERS="3")
+    for _ in range(4):
+        assert set(gatherer.gather(make_hook(stub.url)).sources.values()) == {"failed"}
+    assert sum(t.name.startswith("fhir-search") for t in threading.enumerate()) <= 3
+
+
+def test_a_hanging_dns_lookup_is_bounded_by_the_deadline(monkeypatch, session, caplog):
+    release = threading.Event()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: release.wait(30) and [])
+    settings = load_settings({"SPINE_CDS_DEADLINE_S": "0.2"})
+    try:
+        with RecordGatherer(settings, session) as gatherer:
+            record = gatherer.gather(make_hook("https://ehr.example/fhir", full_prefetch() | {"conditions": {}}))
+            release.set()
+    finally:
+        release.set()
+    assert record.sources["conditions"] == "failed" and record.sources["patient"] == "prefetch"
+    assert "not resolved before the hook's deadline" in caplog.text
+
+
+def deadline_client(stub, session, seconds: float, **env) -> FhirClient:
+    settings = load_settings({"SPINE_CDS_FHIR_TIMEOUT_S": "30", **env})
+    return FhirClient(stub.url, TOKEN, session, settings, deadline=time.monotonic() + seconds)
+
+
+def test_a_request_timeout_never_outlasts_the_deadline(stub, session):
+    stub.delay = 5  # a 30 s timeout would wait and get the data; the deadline leaves 0.3 s
+    with pytest.raises(FhirUnavailable, match="in time"):
+        deadline_client(stub, session, 0.3).search(f"Condition?patient={PATIENT_ID}")
+    assert len(stub.requests) == 1
+
+
+def test_paging_stops_at_the_deadline(stub, session):
+    stub.endless_next = True
+    stub.delay_when = lambda path: 0.01
+    client = deadline_client(stub, session, 0.3, SPINE_CDS_FHIR_MAX_PAGES="2000")
+    with pytest.raises(FhirUnavailable, match="in time"):
+        client.search(f"Condition?patient={PATIENT_ID}")
+    assert len(stub.requests) < 2000
+
+
+def test_a_trickling_body_stops_at_the_deadline(stub, session):
+    stub.huge_body, stub.huge_body_pause = "endless", 0.02  # 20 MB would take 6 s to reach the cap
+    with pytest.raises(FhirUnavailable, match="in time|part-way"):
+        deadline_client(stub, session, 0.3).search(f"Condition?patient={PATIENT_ID}")
+
+
+def test_no_request_starts_after_the_deadline(stub, session):
+    with pytest.raises(FhirUnavailable, match="in time"):
+        deadline_client(stub, session, -1).read("Patient", PATIENT_ID)
+    assert stub.requests == []
+
+
+@pytest.mark.parametrize("mode", ["declared", "endless"])
+def test_a_body_over_the_cap_is_refused(stub, session, mode):
+    stub.huge_body = mode
+    settings = load_settings({"SPINE_CDS_MAX_REQUEST_BYTES": "100000"})
+    with pytest.raises(FhirUnavailable, match="larger than 100000 bytes"):
+        FhirClient(stub.url, TOKEN, session, settings).search("Condition")
+    assert stub.body_bytes_sent < 32 << 20
+
+
+def test_the_size_cap_holds_for_the_whole_search_not_each_page(stub, session):
+    stub.resources["Condition"] = [{"resourceType": "Condition", "id": f"c{n}", "note": [{"text": "x" * 5000}],
+                                    "subject": ref("Patient", PATIENT_ID)} for n in range(10)]
+    settings = load_settings({"SPINE_CDS_MAX_REQUEST_BYTES": "20000", "SPINE_CDS_FHIR_PAGE_SIZE": "2",
+                              "SPINE_CDS_FHIR_MAX_PAGES": "10"})
+    with pytest.raises(FhirUnavailable, match="larger than"):
+        FhirClient(stub.url, TOKEN, session, settings).search(f"Condition?patient={PATIENT_ID}")
+    assert 1 < len(stub.requests) < 5  # each page of ~10 kB fits; the third does not
+
+
+def test_a_server_that_is_down_marks_keys_failed(session):
+    url = closed_port_url()
+    with RecordGatherer(load_settings({"SPINE_CDS_ALLOWED_FHIR_SERVERS": url}), session) as gatherer:
+        record = gatherer.gather(make_hook(url, full_prefetch() | {"conditions": {}}))
+    assert record.sources["conditions"] == "failed" and record.sources["procedures"] == "prefetch"
+
+
+def test_resources_of_the_wrong_type_fail_the_key(stub, make_gatherer, caplog):
+    stub.answer_with = bundle(of_type("Observation"))
+    record = make_gatherer().gather(make_hook(stub.url))
+    assert record.sources["observations"] == "fhir"
+    assert record.sources["conditions"] == record.sources["procedures"] == "failed"
+    assert record.of_type("Condition") == () and len(record.of_type("Observation")) == 2
+    assert "answered the conditions search with Observation resources" in caplog.text
+
+
+def test_a_failed_search_is_not_cached(stub, make_gatherer):
+    gatherer = make_gatherer()
+    stub.fail_status = 500
+    gatherer.gather(make_hook(stub.url))
+    stub.fail_status = None
+    record = gatherer.gather(make_hook(stub.url))
+    assert set(record.sources.values()) == {"fhir"} and len(stub.requests) == 2 * len(PREFETCH)
 
 
 def test_cache_serves_same_user_and_token_only(stub, make_gatherer):
