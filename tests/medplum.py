@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -37,6 +38,7 @@ TAG = "https://spine-cds.example.org/fhir/CodeSystem/synthetic-patient-"
 TOKENS = ("token-dr-alice", "token-dr-bob", "token-dr-alice-renewed")
 USERS = {"alice": "Practitioner/dr-alice", "bob": "Practitioner/dr-bob"}
 STARTUP_S = 60.0
+NODE_MIN = (20, 19)  # @medplum/fhir-router 4.5's engines field
 DATE_FIELDS = ("effectiveDateTime", "performedDateTime", "onsetDateTime", "authoredOn", "started", "authored")
 
 
@@ -151,8 +153,12 @@ def _to_full_urls(value, back: dict[str, str]):
 
 def missing_prerequisite() -> str | None:
     """Why the server cannot start here, or None."""
-    if shutil.which("node") is None:
+    node = shutil.which("node")
+    if node is None:
         return "node is not installed"
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    if tuple(int(part) for part in re.findall(r"\d+", version)[:2]) < NODE_MIN:
+        return f"node {version} is too old for @medplum/fhir-router 4.5 (it needs {NODE_MIN[0]}.{NODE_MIN[1]}+)"
     if not (SERVER_DIR / "node_modules" / "@medplum" / "fhir-router").is_dir():
         return "the npm packages of tests/fhir_server are not installed"
     return None
@@ -162,7 +168,8 @@ def start_medplum() -> MedplumServer:
     """A started server, or a skip (a failure under SPINE_CDS_CI=1) when it cannot run here."""
     why = missing_prerequisite()
     if why:
-        message = f"{why}: run `npm ci --prefix tests/fhir_server` (Node 20.19+) to test against Medplum's FHIR engine"
+        message = (f"{why}: install Node 20.19+ and run `npm ci --prefix tests/fhir_server` to test against "
+                   "Medplum's FHIR engine")
         if os.environ.get("SPINE_CDS_CI") == "1":
             pytest.fail(f"SPINE_CDS_CI=1 and {message}", pytrace=False)
         pytest.skip(message)

@@ -10,6 +10,7 @@ server test, so a loaded machine cannot fail the others.
 from __future__ import annotations
 
 import math
+import subprocess
 from dataclasses import dataclass
 
 import medplum as harness
@@ -185,8 +186,12 @@ def test_each_patient_decides_the_same_from_the_server_as_from_a_full_prefetch(f
 
 
 @pytest.mark.parametrize("ci", ["", "1"])
-def test_without_node_these_tests_skip_locally_but_fail_in_ci(monkeypatch, ci):
-    monkeypatch.setattr(harness.shutil, "which", lambda name: None)
+@pytest.mark.parametrize("node", ["missing", "v18.19.0"])
+def test_without_a_usable_node_these_tests_skip_locally_but_fail_in_ci(monkeypatch, ci, node):
+    if node == "missing":
+        monkeypatch.setattr(harness.shutil, "which", lambda name: None)
+    else:
+        monkeypatch.setattr(harness.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, node + "\n"))
     monkeypatch.setenv("SPINE_CDS_CI", ci)
     with pytest.raises(pytest.fail.Exception if ci else pytest.skip.Exception, match="npm ci --prefix tests/fhir_server"):
         harness.start_medplum()
