@@ -63,7 +63,10 @@ def decide(facts: Facts, route: Route, guideline: Guideline | None, catalog: Stu
     decision = _decide(facts, route, guideline, catalog, data_gaps)
     if data_gaps and (decision.outcome == DOCUMENTATION or
                       decision.outcome == ALTERNATIVE and decision.alternative.rule.when != "always"):
-        return replace(decision, outcome=INCOMPLETE, alternative=None, alternative_study=None, blocking_gates=())
+        # Without the Patient (age) the ranking of nearest indications means nothing: name none.
+        indication = None if "patient" in data_gaps else decision.indication
+        return replace(decision, outcome=INCOMPLETE, indication=indication, alternative=None,
+                       alternative_study=None, blocking_gates=())
     return decision
 
 

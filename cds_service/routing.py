@@ -42,7 +42,9 @@ class Routing:
     def route(self, record: PatientRecord, default_program: str) -> Route:
         coverage = _primary_coverage(record)
         if coverage is None:
-            return Route(self.programs[default_program], "default", note="no Coverage in the request")
+            unread = record.sources.get("coverage") in ("failed", "partial")
+            return Route(self.programs[default_program], "default",
+                         note="the Coverage could not be read from the EHR" if unread else "no Coverage in the request")
         ref = f"Coverage/{coverage.get('id')}"
         for system, value in _payer_identifiers(coverage, record):
             program_id = self.payers.get((system, value))

@@ -75,3 +75,16 @@ def test_coverage_information_is_indeterminate_with_reason_technical(registry):
     reason = parts["reason"]["valueCodeableConcept"]
     assert reason["coding"] == [{"system": REASONS, "code": "technical"}] and "conditions" in reason["text"]
     assert "doc-needed" not in parts and "questionnaire" not in parts
+
+
+def test_without_the_patient_no_nearest_indication_is_named(registry):
+    _, decision = decide_with_gaps("leg weakness 91 days ago is not new: document that it worsened", registry,
+                                   failed=("patient", "conditions"))
+    assert decision.outcome == "incomplete" and decision.indication is None
+
+
+def test_an_unreadable_coverage_is_not_called_absent(registry):
+    hook, decision = decide_with_gaps("leg weakness 91 days ago is not new: document that it worsened", registry,
+                                      failed=("coverage", "conditions"))
+    detail = card_for(decision, hook.hook_instance)["detail"]
+    assert "the Coverage could not be read from the EHR" in detail and "no Coverage in the request" not in detail
