@@ -149,7 +149,7 @@ class Settings:
     )
     fhir_workers: int = setting(
         "SPINE_CDS_FHIR_WORKERS", 8, _positive_int,
-        "How many FHIR searches run in parallel for one hook call.",
+        "How many FHIR searches run in parallel in one worker process (shared by its concurrent hook calls).",
     )
     cache_ttl_s: float = setting(
         "SPINE_CDS_CACHE_TTL_S", 60.0, _positive_float,
@@ -189,7 +189,7 @@ class Settings:
     )
     max_request_bytes: int = setting(
         "SPINE_CDS_MAX_REQUEST_BYTES", 20_000_000, _positive_int,
-        "Largest hook request body accepted, in bytes; larger bodies get 413.",
+        "Largest hook request body accepted, in bytes (larger bodies get 413), and the most read from a FHIR server for one search.",
     )
     public_base_url: str = setting(
         "SPINE_CDS_PUBLIC_BASE_URL", "", _text,
