@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from datetime import date, datetime, timezone
@@ -99,10 +100,37 @@ def _authenticate() -> None:
 
 
 def _json_body() -> object:
+    raw = request.get_data(cache=False) or b"null"
     try:
-        return json.loads(request.get_data(cache=False) or b"null")
+        body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise CdsBadRequest(f"The request body is not valid JSON ({type(exc).__name__}); send a CDS Hooks request object.") from exc
+    if _SURROGATE_ESCAPE.search(raw) and not _is_unicode(body):
+        raise CdsBadRequest("The request body has a string with an unpaired surrogate escape (\\ud800-\\udfff), which is "
+                            "not Unicode text (RFC 8259 8.2); send the text as UTF-8 or as a complete surrogate pair.")
+    return body
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _is_unicode(body: object) -> bool:
+    """False when a string holds a lone surrogate: it can be neither stored, logged nor hashed as UTF-8.
+    Iterative, so a deeply nested body cannot overflow the stack here."""
+    stack = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
 
 
 def _today() -> date:
@@ -157,3 +185,11 @@ def questionnaire(guideline_id: str, rule_id: str):
         raise CdsNotFound(f"No questionnaire for {guideline_id!r} / {rule_id!r}: not an indication or gate "
                           "of an encoded guideline (GET /health lists the guidelines).")
     return build_questionnaire(guideline, rule), 200, {"Content-Type": "application/fhir+json"}
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """This service's OpenAPI 3.1 description (cds_service/openapi.json, shipped in the package),
+    served as stored so what clients and the fuzz tests read is exactly the reviewed file."""
+    from importlib.resources import files
+    return files("cds_service").joinpath("openapi.json").read_bytes(), 200, {"Content-Type": "application/json"}
