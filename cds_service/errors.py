@@ -95,7 +95,8 @@ def register_error_handlers(app) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         message = exc.description or exc.name
-        return operation_outcome(exc.code or 500, "processing", message), exc.code or 500
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]  # e.g. Allow on 405 (RFC 9110)
+        return operation_outcome(exc.code or 500, "processing", message), exc.code or 500, headers
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

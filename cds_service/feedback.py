@@ -98,6 +98,8 @@ def _string(value: object, path: str, limit: int, *, required: bool) -> str | No
         return None
     if not isinstance(value, str) or not value.strip():
         raise CdsBadRequest(f"{path} must be a non-empty string.")
+    if "\x00" in value:  # never in an id or code; PostgreSQL text cannot store it
+        raise CdsBadRequest(f"{path} must not contain NUL (\\u0000) characters.")
     if len(value) > limit:
         raise CdsBadRequest(f"{path} is longer than {limit} characters.")
     return value
@@ -130,6 +132,8 @@ def _override_reason(value: object, path: str) -> tuple[Coding | None, str | Non
             raise CdsBadRequest(f"{path}.userComment must be a string.")
         if len(comment) > MAX_COMMENT_CHARS:
             raise CdsBadRequest(f"{path}.userComment is longer than {MAX_COMMENT_CHARS} characters.")
+        if "\x00" in comment:
+            raise CdsBadRequest(f"{path}.userComment must not contain NUL (\\u0000) characters.")
         comment = comment.strip() or None
     if reason is None and comment is None:
         raise CdsBadRequest(f"{path} must carry a reason, a userComment, or both.")
@@ -162,4 +166,7 @@ def _timestamp(value: object, path: str) -> datetime:
         raise CdsBadRequest(f"{path} is not a valid date-time ({exc}); it must be {hint}.") from exc
     if parsed.tzinfo is None or parsed.utcoffset() is None:  # unreachable after the regex; kept as a guard
         raise CdsBadRequest(f"{path} must carry a time zone: {hint}.")
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 falls before year 1 in UTC
+        raise CdsBadRequest(f"{path} is out of range; it must be {hint}.") from None

@@ -6,10 +6,13 @@ ignored (CRD ``hook-23``); omitted optional elements are not errors (``conf-12``
 """
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from .errors import CdsBadRequest
 from .model import HookRequest
 
 HOOKS = ("order-select", "order-sign")
+MAX_ORDER_DEPTH = 64  # FHIR resources nest a dozen levels; far deeper is an attack, and breaks copying
 ORDER_TYPES = frozenset({"ServiceRequest", "MedicationRequest", "DeviceRequest", "NutritionOrder",
                          "VisionPrescription", "CommunicationRequest", "Procedure", "MedicationDispense"})
 
@@ -20,7 +23,8 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _text(value: object, max_len: int = 4096) -> bool:
-    return isinstance(value, str) and 0 < len(value.strip()) <= max_len
+    """A non-blank string; never with NUL, which ids don't hold and PostgreSQL text cannot store."""
+    return isinstance(value, str) and 0 < len(value.strip()) <= max_len and "\x00" not in value
 
 
 def parse_hook_request(body: object, expected_hook: str) -> HookRequest:
@@ -47,9 +51,29 @@ def parse_hook_request(body: object, expected_hook: str) -> HookRequest:
         prefetch=dict(prefetch or {}), extension=extension if isinstance(extension, dict) else {})
 
 
+def _has_host(url: str) -> bool:
+    """True when ``url`` parses with a host (urlsplit raises on e.g. an unclosed '[' IPv6 literal)."""
+    try:
+        return bool(urlsplit(url).hostname)
+    except ValueError:
+        return False
+
+
+def _depth_at_most(value: object, limit: int) -> bool:
+    """True when JSON ``value`` nests at most ``limit`` levels (iterative: no recursion to overflow)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= limit:
+                return False
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return True
+
+
 def _fhir_access(body: dict) -> tuple[str | None, str | None]:
     server, auth = body.get("fhirServer"), body.get("fhirAuthorization")
-    _require(server is None or (_text(server, 2048) and server.startswith(("http://", "https://"))),
+    _require(server is None or (_text(server, 2048) and server.startswith(("http://", "https://")) and _has_host(server)),
              "'fhirServer' must be the base URL of the EHR's FHIR server (https://...).")
     if auth is None:
         return (server.rstrip("/") if server else None), None
@@ -72,6 +96,8 @@ def _draft_orders(bundle: object) -> list[dict]:
                  f"'context.draftOrders.entry[{i}].resource' must be a FHIR resource.")
         _require(_text(resource.get("id"), 256),
                  f"'context.draftOrders.entry[{i}].resource.id' is required so cards can refer to the order.")
+        _require(_depth_at_most(resource, MAX_ORDER_DEPTH),
+                 f"'context.draftOrders.entry[{i}].resource' nests deeper than {MAX_ORDER_DEPTH} levels; send the FHIR resource as is.")
         orders.append(resource)
     return orders
 

@@ -50,3 +50,79 @@ def test_wrong_types_at_any_path_are_handled(client, path):
             assert response.get_json()["resourceType"] == "OperationOutcome"
         else:
             assert isinstance(response.get_json()["cards"], list)
+
+
+# --- regressions found by tests/test_fuzz.py (each was a 500) -------------------------------------
+
+def _deep(depth: int):
+    value: object = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _mutated(change) -> dict:
+    body = copy.deepcopy(BODY)
+    change(body)
+    return body
+
+
+def _order(body: dict) -> dict:
+    return body["context"]["draftOrders"]["entry"][0]["resource"]
+
+
+HOOK_REGRESSIONS = {
+    "fhirServer with an unclosed IPv6 bracket": (lambda b: (b.update(fhirServer="https://["), b["prefetch"].pop("patient")), "fhirServer"),
+    "fhirServer with a loopback IPv6 literal left open": (lambda b: (b.update(fhirServer="http://[::1"), b["prefetch"].pop("patient")), "fhirServer"),
+    "draft order nested 900 levels (copying it overflowed the stack)": (lambda b: _order(b).update(note=_deep(900)), "nests deeper"),
+    "lone surrogate in hookInstance (card uuids hash it as UTF-8)": (lambda b: b.update(hookInstance="\ud800abc"), "surrogate"),
+    "lone surrogate in the order id": (lambda b: _order(b).update(id="sr-\udfff"), "surrogate"),
+    "NUL in hookInstance (PostgreSQL text cannot store it)": (lambda b: b.update(hookInstance="a\x00b"), "hookInstance"),
+    "NUL in the order id": (lambda b: _order(b).update(id="sr\x00x"), "id"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOOK_REGRESSIONS))
+def test_hook_regressions_are_400_naming_the_problem(client, name):
+    change, fragment = HOOK_REGRESSIONS[name]
+    response = client.post("/cds-services/spine-imaging-order-sign", json=_mutated(change))
+    assert response.status_code == 400, response.get_json()
+    assert fragment in response.get_json()["issue"][0]["diagnostics"]
+
+
+def test_deep_nesting_outside_the_draft_orders_is_still_decided(client):
+    body = _mutated(lambda b: b.update(extension={"x": _deep(900)}))
+    assert client.post("/cds-services/spine-imaging-order-sign", json=body).status_code == 200
+
+
+FEEDBACK_REGRESSIONS = {
+    "timestamp before year 1 in UTC": ({"outcomeTimestamp": "0001-01-01T00:00:00+01:00"}, "outcomeTimestamp"),
+    "timestamp after year 9999 in UTC": ({"outcomeTimestamp": "9999-12-31T23:00:00-05:00"}, "outcomeTimestamp"),
+    "NUL in the card id": ({"card": "c\x00rd"}, "card"),
+    "NUL in the comment": ({"overrideReason": {"userComment": "a\x00b"}}, "userComment"),
+    "lone surrogate in the card id": ({"card": "\udc00"}, "surrogate"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FEEDBACK_REGRESSIONS))
+def test_feedback_regressions_are_400_naming_the_field(client, name):
+    change, fragment = FEEDBACK_REGRESSIONS[name]
+    item = {"card": "c1", "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:00:00Z",
+            "overrideReason": {"userComment": "seen"}, **change}
+    response = client.post("/cds-services/spine-imaging-order-sign/feedback", json={"feedback": [item]})
+    assert response.status_code == 400, response.get_json()
+    assert fragment in response.get_json()["issue"][0]["diagnostics"]
+
+
+def test_a_valid_surrogate_pair_is_text_not_an_error(client):
+    item = {"card": "c1", "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:00:00Z",
+            "overrideReason": {"userComment": "\U0001F600"}}
+    response = client.post("/cds-services/spine-imaging-order-sign/feedback", data=json.dumps({"feedback": [item]}),
+                           content_type="application/json")  # json.dumps escapes the emoji as a surrogate pair
+    assert response.status_code == 200, response.get_json()
+
+
+def test_405_says_which_methods_are_allowed(client):
+    response = client.delete("/cds-services")
+    assert response.status_code == 405 and response.get_json()["resourceType"] == "OperationOutcome"
+    assert {m.strip() for m in response.headers["Allow"].split(",")} >= {"GET", "OPTIONS"}
