@@ -41,7 +41,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,17 +112,13 @@ class ServerConfig:
         raise SystemExit(f"--configs: {spec!r} is not conf, sync:<workers> or gthread:<workers>x<threads>")
 
 
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-class Server:
+class Server(AbstractContextManager):
     """One gunicorn process group on a free loopback port; always stopped by ``with``."""
 
     def __init__(self, app: str, config: ServerConfig, env: dict, workdir: Path):
@@ -145,6 +141,8 @@ class Server:
                 raise SystemExit(f"gunicorn exited ({self.proc.returncode}); log:\n{self.tail()}")
             try:
                 return post(self.url, body)
+            except urllib.error.HTTPError as exc:  # it is up, and it refuses the request: stop now
+                raise SystemExit(f"HTTP {exc.code} from {self.url}: {exc.read()[:500]!r}") from None
             except (OSError, urllib.error.URLError):
                 time.sleep(0.2)
         raise SystemExit(f"server not ready within {timeout_s:g} s; log:\n{self.tail()}")
@@ -166,9 +164,6 @@ class Server:
                 except ProcessLookupError:
                     break
         self.log.close()
-
-    def __enter__(self) -> Server:
-        return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -222,8 +217,8 @@ def measure(config: ServerConfig, args, body: bytes, workdir: Path) -> list[dict
     load_before = os.getloadavg()[0]  # a shared machine's other work shows up here: report it
     with ExitStack() as stack:
         servers = {app: start(app, config, args, body, workdir, stack) for app in apps}
-        progress(f"  [{config.name}] {' and '.join(apps)} ready; {args.rounds} rounds of {slice_s} s each, "
-                 f"{args.connections} connections ...")
+        print(f"  [{config.name}] {' and '.join(apps)} ready; {args.rounds} rounds of {slice_s} s each, "
+              f"{args.connections} connections ...", file=sys.stderr, flush=True)
         results: dict[str, list[dict]] = {app: [] for app in apps}
         for n in range(args.rounds):
             for app in (apps if n % 2 == 0 else apps[::-1]):
@@ -264,6 +259,8 @@ def print_table(rows: list[dict], args, resources: int, kib: float) -> None:
         ok = r["rps"] >= TARGET_RPS and r["non_2xx"] == 0 and r["socket_errors"] == 0
         print(f"[{r['config']}] {r['rps']:.0f} calls/s, {r['non_2xx']} non-2xx, {r['socket_errors']} socket "
               f"errors (target >= {TARGET_RPS}/s, 0 errors) -> {'MET' if ok else 'NOT MET'}")
+        if r["decision_rows"] is not None and r["decision_rows"] < r["requests"] - r["non_2xx"]:
+            print(f"[{r['config']}] WARNING: fewer decision rows than 2xx answers: some calls stored nothing")
 
 
 def main(argv: list[str] | None = None) -> int:
