@@ -16,7 +16,7 @@ import time
 
 from .decision import Decision
 from .model import HookRequest
-from .store import Store
+from .store import ShownRows, Store
 
 
 def fingerprint(hook: HookRequest, decision: Decision) -> str:
@@ -35,16 +35,29 @@ class ShownDecisions:
     ``SPINE_CDS_DATABASE`` value to open a store of its own (closed by :meth:`close`).
     """
 
+    CLEANUP_EVERY_S = 60.0
+    """Expired fingerprints are deleted at most this often per process, not on every call."""
+
     def __init__(self, database: Store | str, window_s: float, clock=time.time):
         self._owned = not isinstance(database, Store)
         self._store = Store(database) if self._owned else database
         self._window, self._clock = window_s, clock
+        self._last_cleanup = float("-inf")
+
+    def rows(self, prints: list[str]) -> ShownRows | None:
+        """What to store for cards shown now (in the call's own transaction), or None when off."""
+        if not self._window:
+            return None  # SPINE_CDS_REPEAT_WINDOW_S=0: every call stands alone
+        now = self._clock()
+        forget_before = None
+        if now - self._last_cleanup >= self.CLEANUP_EVERY_S:
+            self._last_cleanup, forget_before = now, now - self._window
+        return list(prints), now, forget_before
 
     def remember(self, prints: list[str]) -> None:
-        if not self._window:
-            return  # SPINE_CDS_REPEAT_WINDOW_S=0: every call stands alone
-        now = self._clock()
-        self._store.remember_shown(prints, now, now - self._window)
+        """Store fingerprints now, in a transaction of their own."""
+        if rows := self.rows(prints):
+            self._store.remember_shown(*rows)
 
     def already_shown(self, print_: str) -> bool:
         if not self._window:
@@ -57,19 +70,20 @@ class ShownDecisions:
             self._store.close()
 
 
-def drop_repeats(hook: HookRequest, response: dict, decisions: list[Decision], shown: ShownDecisions) -> dict:
-    """At order-select remember what was shown; at order-sign leave out cards already shown.
+def drop_repeats(hook: HookRequest, response: dict, decisions: list[Decision],
+                 shown: ShownDecisions) -> tuple[dict, ShownRows | None]:
+    """At order-sign leave out cards already shown; at order-select say what to remember.
 
+    Returns the response and the fingerprint rows to store with the call (order-select only;
+    the caller stores them in the call's transaction, see ``Store.record_hook_call``).
     Coverage information (``systemActions``) is kept: order-sign's carries what order-select's
     may not (CRD forbids documentation requests on order-select).
     """
     prints = {d.order.reference: fingerprint(hook, d) for d in decisions}
-    shown_cards = [prints[order_of(card)] for card in response["cards"]]
     if hook.hook == "order-select":
-        shown.remember(shown_cards)
-        return response
+        return response, shown.rows([prints[order_of(card)] for card in response["cards"]])
     kept = [card for card in response["cards"] if not shown.already_shown(prints[order_of(card)])]
-    return {**response, "cards": kept}
+    return {**response, "cards": kept}, None
 
 
 def order_of(card: dict) -> str:

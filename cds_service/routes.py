@@ -48,29 +48,31 @@ def call_service(service_id: str):
     started, body = time.perf_counter(), None
     try:
         body = _json_body()
-        hook, response, decisions = _decide(body, service["hook"])
+        hook, response, decisions, shown = _decide(body, service["hook"])
     except Exception as exc:
         _audit_failure(service_id, body, exc, started)
         raise
-    _remember(service_id, hook, response, decisions, started)
+    _remember(service_id, hook, response, decisions, shown, started)
     return response
 
 
 def _decide(body: object, hook_name: str):
-    """Validate, gather and decide: (the hook request, the response, the decisions behind it)."""
+    """Validate, gather and decide: (the hook request, the response, the decisions behind it,
+    the fingerprints of the cards shown to store with the call)."""
     hook = parse_hook_request(body, hook_name)
     bind_request_id(hook.hook_instance)
     st = state()
     in_scope, _ = orders_in_scope(hook, st.registry)
     if not in_scope:
         log.info("hook=%s instance=%s spine_orders=0", hook.hook, hook.hook_instance)
-        return hook, {"cards": []}, []
+        return hook, {"cards": []}, [], None
     record = st.gatherer.gather(hook)
     response, decisions = respond(hook, record, st.registry, st.settings.default_program, _today(),
                                   compare_programs=st.settings.compare_programs,
                                   base_url=base_url_for(st.settings.public_base_url, request.url_root))
     metrics_of(current_app).record_decisions(hook.hook, record.sources, decisions)
-    return hook, drop_repeats(hook, response, decisions, st.shown), decisions
+    response, shown = drop_repeats(hook, response, decisions, st.shown)
+    return hook, response, decisions, shown
 
 
 @bp.post("/cds-services/<service_id>/feedback")
@@ -138,13 +140,14 @@ def _today() -> date:
     return date.fromisoformat(fixed) if fixed else date.today()
 
 
-def _remember(service_id: str, hook, response: dict, decisions, started: float) -> None:
-    """Store what each card decided (no PHI) so feedback can be joined to it, and the call's audit
-    record (audit.py), in one transaction committed before the response is sent."""
+def _remember(service_id: str, hook, response: dict, decisions, shown, started: float) -> None:
+    """Store what each card decided (no PHI) so feedback can be joined to it, the call's audit
+    record (audit.py) and the shown cards' fingerprints (repeats.py), in one transaction
+    committed before the response is sent."""
     now = datetime.now(timezone.utc).isoformat()
     record = hook_call_record(audit_id=str(uuid.uuid4()), at=now, service_id=service_id, hook=hook, response=response,
                               decisions=decisions, latency_ms=1000 * (time.perf_counter() - started))
-    state().store.record_hook_call(decision_rows(response, decisions, service_id, hook, now), record)
+    state().store.record_hook_call(decision_rows(response, decisions, service_id, hook, now), record, shown)
     for d in decisions:
         log.info("hook=%s instance=%s order=%s program=%s guideline=%s outcome=%s indication=%s",
                  hook.hook, hook.hook_instance, d.order.reference, d.route.program.id,

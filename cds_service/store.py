@@ -65,6 +65,10 @@ def open_backend(database: str):
     return SqliteBackend(database)
 
 
+ShownRows = tuple[list[str], float, float | None]
+"""Fingerprints shown now, when, and (if it is time to clean up) before when to forget."""
+
+
 class Store:
     """Decisions, feedback, fingerprints and audit records in one database; thread-safe."""
 
@@ -99,15 +103,19 @@ class Store:
                                           guideline, indication, outcome, suggestion_uuids, created_at)))
         return self._db.run(lambda c: _insert_decision(c, row))
 
-    def record_hook_call(self, decisions: list[dict], audit: dict) -> int:
-        """Store a hook call's decisions (rows keyed by :data:`DECISION_COLUMNS`) and its audit
-        record in one transaction, so the trail never shows a call without its decisions.
+    def record_hook_call(self, decisions: list[dict], audit: dict, shown: ShownRows | None = None) -> int:
+        """Store a hook call's decisions (rows keyed by :data:`DECISION_COLUMNS`), its audit
+        record and the fingerprints of the cards it showed (repeats.py) in one transaction:
+        the trail never shows a call without its decisions, and one commit (one fsync) per call
+        is what keeps the embedded store from capping throughput.
 
         Returns how many decisions were new.
         """
         def work(c) -> int:
             new = sum(_insert_decision(c, row) for row in decisions)
             _insert_audit(c, audit)
+            if shown:
+                _remember_shown(c, *shown)
             return new
         return self._db.run(work)
 
@@ -174,15 +182,9 @@ class Store:
 
     # -- shown decisions (repeats.py) ------------------------------------------------------
 
-    def remember_shown(self, fingerprints: list[str], shown_at: float, forget_before: float) -> None:
+    def remember_shown(self, fingerprints: list[str], shown_at: float, forget_before: float | None) -> None:
         """Mark fingerprints as shown now, and forget those shown before ``forget_before``."""
-        rows = [(f, shown_at) for f in sorted(set(fingerprints))]  # one lock order: no deadlocks
-
-        def work(c) -> None:
-            if rows:
-                c.executemany(_REMEMBER_SHOWN, rows)
-            c.execute("DELETE FROM shown_decisions WHERE shown_at < ?", (forget_before,))
-        self._db.run(work)
+        self._db.run(lambda c: _remember_shown(c, fingerprints, shown_at, forget_before))
 
     def shown_at(self, fingerprint: str) -> float | None:
         """When a fingerprint was last shown (epoch seconds), or None."""
@@ -259,6 +261,14 @@ class Store:
 def _insert_decision(cursor, row: dict) -> bool:
     values = tuple(json.dumps(list(row[k])) if k == "suggestion_uuids" else row[k] for k in DECISION_COLUMNS)
     return cursor.execute(_INSERT_DECISION, values).rowcount == 1
+
+
+def _remember_shown(cursor, fingerprints: list[str], shown_at: float, forget_before: float | None) -> None:
+    rows = [(f, shown_at) for f in sorted(set(fingerprints))]  # one lock order: no deadlocks
+    if rows:
+        cursor.executemany(_REMEMBER_SHOWN, rows)
+    if forget_before is not None:
+        cursor.execute("DELETE FROM shown_decisions WHERE shown_at < ?", (forget_before,))
 
 
 def _insert_audit(cursor, audit: dict) -> None:
