@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import http.client
 import io
 import json
@@ -114,6 +115,8 @@ def measure(floor, service, body: bytes, iterations: int, warmup: int) -> tuple[
 
 def run(sizes: list[int], iterations: int, warmup: int, transports: list[str]) -> dict:
     floor_app, service_app = create_floor_app(), create_app(SERVICE_CONFIG)
+    gc.collect()
+    gc.freeze()  # as the server's post_worker_init does (cds_service/server.py)
     callers = {"test-client": TestClientCaller, "http": HttpCaller}
     rows = []
     try:

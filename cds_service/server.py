@@ -4,6 +4,9 @@ of serving share: ``spine-cds serve`` (:func:`run`) and the image's docker/gunic
 * :func:`on_starting` (master, before any worker): gives prometheus_client's multiprocess mode a
   fresh folder in ``PROMETHEUS_MULTIPROC_DIR`` — it must be set before a worker imports
   prometheus_client, and stale files of an earlier run would inflate the counters.
+* :func:`post_worker_init` (worker, app loaded): ``gc.freeze()`` — the guideline registry and
+  value-set index are immutable for the worker's life; freezing them keeps every full garbage
+  collection (which large request bodies trigger) from re-scanning their objects.
 * :func:`worker_exit` (worker, after it drained): graceful shutdown.  On SIGTERM gunicorn stops
   accepting, lets requests in flight finish for up to ``graceful_timeout`` — longer than a hook
   call can take (``SPINE_CDS_DEADLINE_S`` plus the decision) — and then this closes the app:
@@ -13,6 +16,7 @@ of serving share: ``spine-cds serve`` (:func:`run`) and the image's docker/gunic
 """
 from __future__ import annotations
 
+import gc
 import glob
 import logging
 import os
@@ -65,7 +69,7 @@ def run(host: str, port: int, workers: int) -> None:
         print(f"spine-cds: discovery at http://{host}:{port}/cds-services (Ctrl-C to stop)", flush=True)
         _Gunicorn({"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": 4,
                    "timeout": 30, "graceful_timeout": GRACEFUL_TIMEOUT_S, "accesslog": None,
-                   "logconfig_dict": logconfig, "on_starting": on_starting,
+                   "logconfig_dict": logconfig, "on_starting": on_starting, "post_worker_init": post_worker_init,
                    "worker_exit": worker_exit, "child_exit": child_exit, "on_exit": on_exit}).run()
     finally:
         remove_metrics_dirs()   # also when gunicorn could not start (on_exit is not called then)
@@ -123,6 +127,11 @@ def _alive(pid: int) -> bool:
 def on_starting(server) -> None:
     prepare_metrics_dir()
     _warn_if_grace_too_short(server.cfg.graceful_timeout)
+
+
+def post_worker_init(worker) -> None:
+    gc.collect()
+    gc.freeze()
 
 
 def worker_exit(server, worker) -> None:

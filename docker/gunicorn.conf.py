@@ -47,6 +47,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # X-Forwarded-* headers are trusted only from a proxy the operator names.
 
 on_starting = _server.on_starting
+post_worker_init = _server.post_worker_init
 worker_exit = _server.worker_exit
 child_exit = _server.child_exit
 on_exit = _server.on_exit
