@@ -112,7 +112,8 @@ class ClientAuthenticator:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise CdsAuthError("malformed token") from None
-        if header.get("alg") not in ALGORITHMS:
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in ALGORITHMS:  # a list or object here is unhashable: no 500
             raise CdsAuthError("alg is not ES384 or RS384")
         typ = header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.upper() != "JWT"):
