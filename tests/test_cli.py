@@ -33,11 +33,15 @@ def test_demo_decides_every_sample(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     index = json.loads((SAMPLES / "index.json").read_text())
-    assert f"{len(index['samples'])} requests decided" in out
+    assert f"{len(index['samples'])} requests and the synthetic patients decided" in out
     for sample in index["samples"]:
         assert sample["title"] in out
         if sample.get("expect"):
             assert sample["expect"].upper() in out
+    from cds_service.patients import describe, load_bundle, patient_files
+    for path in patient_files():  # each synthetic patient Bundle is decided too, to its tags
+        assert describe(load_bundle(path))["title"] in out and path.name in out
+    assert "expected " not in out  # what the demo prints when a patient misses its tags
 
 
 def test_every_sample_gets_the_outcome_its_index_promises():
