@@ -54,11 +54,6 @@ class ShownDecisions:
             self._last_cleanup, forget_before = now, now - self._window
         return list(prints), now, forget_before
 
-    def remember(self, prints: list[str]) -> None:
-        """Store fingerprints now, in a transaction of their own."""
-        if rows := self.rows(prints):
-            self._store.remember_shown(*rows)
-
     def already_shown(self, print_: str) -> bool:
         if not self._window:
             return False
