@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 sys.path.insert(0, str(Path(__file__).parent))  # casebuilder, fhir_stub, helpers
 
 from cds_service import close_app, create_app  # noqa: E402
 from cds_service.registry import load_registry  # noqa: E402
 from cds_service.studies import load_studies  # noqa: E402
+from jwt_helpers import JwksServer, public_jwk  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,3 +76,17 @@ def app(make_app):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def key():
+    """An ES384 key pair standing in for a CDS client's (EHR's) signing key."""
+    return ec.generate_private_key(ec.SECP384R1())
+
+
+@pytest.fixture
+def jwks(key):
+    """A local JWKS endpoint publishing ``key`` as kid ``k1`` (it counts its requests)."""
+    with JwksServer() as server:
+        server.jwks = {"keys": [public_jwk(key, "k1", "ES384")]}
+        yield server

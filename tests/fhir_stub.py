@@ -12,11 +12,12 @@ a server that is down (connection refused).
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Callable, Collection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from ports import free_port
 
 
 class _Server(ThreadingHTTPServer):
@@ -199,10 +200,7 @@ def without_prefetch(request: dict, server: str, token: str, user: str | None = 
 
 def closed_port_url() -> str:
     """The URL of a port on 127.0.0.1 with nothing listening: a FHIR server that is down."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def _outcome(text: str) -> dict:

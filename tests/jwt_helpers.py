@@ -1,8 +1,10 @@
-"""Shared JWT test helpers: a local JWKS server that counts requests, and JWK export."""
+"""Shared JWT test helpers: a local JWKS server that counts requests, JWK export, and client JWTs."""
 from __future__ import annotations
 
 import json
 import threading
+import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
@@ -12,6 +14,13 @@ def public_jwk(private_key, kid: str, alg: str) -> dict:
     algo = jwt.algorithms.ECAlgorithm if alg.startswith("ES") else jwt.algorithms.RSAAlgorithm
     jwk = algo.to_jwk(private_key.public_key(), as_dict=True)
     return {**jwk, "kid": kid, "alg": alg, "use": "sig"}
+
+
+def client_jwt(private_key, issuer: str, audience: str, kid: str = "k1") -> str:
+    """A CDS client JWT as an EHR signs one call: ES384, exp = iat + 300 s, a fresh jti."""
+    now = int(time.time())
+    claims = {"iss": issuer, "aud": audience, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}
+    return jwt.encode(claims, private_key, algorithm="ES384", headers={"kid": kid})
 
 
 class JwksServer:

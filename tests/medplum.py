@@ -1,24 +1,20 @@
-"""The synthetic patients as hook requests, and Medplum's FHIR engine as a server for the tests.
+"""Medplum's FHIR engine as a server for the tests, and reading decisions back from responses.
 
-Two halves, both used by test_synthetic_patients.py and test_fhir_server_e2e.py:
+Used by test_synthetic_patients.py and test_fhir_server_e2e.py.  The synthetic patients
+themselves (tagged Bundles → hook requests with or without prefetch) are in
+``cds_service/patients.py``, shared with ``spine-cds demo``.
 
-* ``cds_service/samples/patients/`` holds tagged FHIR transaction Bundles (scripts/build_patients.py):
-  :func:`describe` reads the tags, :func:`as_prefetch` turns a Bundle into the prefetch an EHR
-  would send (each id taken from the entry's ``urn:uuid`` fullUrl, references rewritten to
-  ``Type/id``), and :func:`hook_request` sends its draft order, with that prefetch or with
-  ``fhirServer`` and ``fhirAuthorization`` only.
-* :class:`MedplumServer` runs ``node tests/fhir_server/server.mjs`` (Medplum's FhirRouter over its
-  MemoryRepository behind a small wrapper; see its README) on a free loopback port, waits for its
-  CapabilityStatement, loads Bundles by transaction and reads and drives the wrapper's test
-  controls.  :func:`start_medplum` skips when node or the npm packages are missing, except under
-  SPINE_CDS_CI=1, where it fails: CI must run these tests, not skip them.
+:class:`MedplumServer` runs ``node tests/fhir_server/server.mjs`` (Medplum's FhirRouter over its
+MemoryRepository behind a small wrapper; see its README) on a free loopback port, waits for its
+CapabilityStatement, loads Bundles by transaction and reads and drives the wrapper's test
+controls.  :func:`start_medplum` skips when node or the npm packages are missing, except under
+SPINE_CDS_CI=1, where it fails: CI must run these tests, not skip them.
 """
 from __future__ import annotations
 
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,10 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cds_service.patients import (  # noqa: F401 (re-exported for the tests)
-    DATE_FIELDS, PATIENTS, TAG, as_prefetch, describe, hook_request, load_bundle, local_ids, patient_files,
-    rewrite_references, with_ids,
-)
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_DIR = ROOT / "tests" / "fhir_server"
@@ -39,8 +32,6 @@ USERS = {"alice": "Practitioner/dr-alice", "bob": "Practitioner/dr-bob"}
 STARTUP_S = 60.0
 NODE_MIN = (20, 19)  # @medplum/fhir-router 4.5's engines field
 
-
-# ---- synthetic patients: cds_service/patients.py -----------------------------------------
 
 def decisions(response: dict, ids: dict[str, str] | None = None) -> list[dict]:
     """Every card's ``spine-cds.decision``.  With ``ids``, comparable across copies of a Bundle:
@@ -86,12 +77,6 @@ def start_medplum() -> MedplumServer:
             pytest.fail(f"SPINE_CDS_CI=1 and {message}", pytrace=False)
         pytest.skip(message)
     return MedplumServer().start()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MedplumServer:

@@ -21,7 +21,6 @@ import os
 import pwd
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
+from ports import free_port
 
 SUPERUSER, PASSWORD = "spine", "s3cret-not-logged"
 START_TIMEOUT_S = 60
@@ -50,12 +51,6 @@ def bindir() -> Path | None:
                       key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0)
     found = versions[-1] if versions else shutil.which("initdb")
     return Path(found).parent if found else None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class PostgresServer:

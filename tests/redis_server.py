@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from ports import free_port
 
 STARTUP_LIMIT_S = 20.0
 """How long a starting redis-server may take to answer PING before the test errors out."""
@@ -32,12 +33,6 @@ def redis_binary() -> str:
     if os.environ.get("SPINE_CDS_CI") == "1":
         pytest.fail(f"{message}; CI must run the Redis cache tests.")
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class RedisServer:

@@ -33,11 +33,6 @@ BODY = json.loads((Path(__file__).resolve().parent.parent / "cds_service" / "sam
 
 
 @pytest.fixture(scope="module")
-def key():
-    return ec.generate_private_key(ec.SECP384R1())
-
-
-@pytest.fixture(scope="module")
 def jwks(key):
     with JwksServer() as server:
         server.jwks = {"keys": [public_jwk(key, "k1", "ES384")]}

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from cds_service.cli import SAMPLES, main
+from ports import free_port
 
 
 def test_evaluate_prints_the_hook_response(capsys):
@@ -54,14 +54,8 @@ def test_every_sample_gets_the_outcome_its_index_promises():
         assert status == 200 and outcomes == ([sample["expect"]] if sample.get("expect") else []), sample["file"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_serve_answers_discovery_and_stops_gracefully(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SPINE_CDS_DATA_DIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port), "--workers", "1"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

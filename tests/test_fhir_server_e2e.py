@@ -15,10 +15,8 @@ from dataclasses import dataclass
 
 import medplum as harness
 import pytest
-from medplum import (
-    TOKENS, USERS, MedplumServer, as_prefetch, decisions, describe, hook_request, load_bundle, local_ids,
-    patient_files, start_medplum,
-)
+from cds_service.patients import as_prefetch, describe, hook_request, load_bundle, local_ids, patient_files
+from medplum import TOKENS, USERS, MedplumServer, decisions, start_medplum
 
 from cds_service.prefetch import PREFETCH
 

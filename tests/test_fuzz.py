@@ -26,14 +26,13 @@ import time
 import jsonschema_rs
 import pytest
 import schemathesis
-from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import (content_type_conformance, not_a_server_error, response_headers_conformance,
                                  response_schema_conformance, status_code_conformance, unsupported_method)
 
-from jwt_helpers import JwksServer, public_jwk
+
 from near_valid import FEEDBACK, LARGE, SERVICE_OF_HOOK, SMALL, mutation_runs
 
 QUOTA = {"coverage": 800, "schemathesis": 280, "near_valid_small": 4_650, "near_valid_large": 140, "near_valid_feedback": 1_650,
@@ -75,18 +74,6 @@ def document():
 def validator(document: dict, name: str) -> jsonschema_rs.Validator:
     schema = {"$ref": f"#/components/schemas/{name}", "components": document["components"]}
     return jsonschema_rs.Draft202012Validator(schema, validate_formats=True)
-
-
-@pytest.fixture(scope="module")
-def key():
-    return ec.generate_private_key(ec.SECP384R1())
-
-
-@pytest.fixture
-def jwks(key):
-    with JwksServer() as server:
-        server.jwks = {"keys": [public_jwk(key, "k1", "ES384")]}
-        yield server
 
 
 @pytest.fixture

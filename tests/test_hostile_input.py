@@ -13,18 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from near_valid import json_paths
+
 SAMPLE = Path(__file__).resolve().parent.parent / "cds_service" / "samples" / "order-sign-with-coverage.json"
 WRONG = [None, 7, -1.5, "x", "", True, [], {}, [None], {"resourceType": "OperationOutcome"}]
-
-
-def _paths(value, prefix=()):
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, prefix + (key,))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _paths(item, prefix + (i,))
 
 
 def _set(body, path, value):
@@ -35,7 +27,7 @@ def _set(body, path, value):
 
 
 BODY = json.loads(SAMPLE.read_text())
-PATHS = [p for p in _paths(BODY) if p]
+PATHS = [p for p in json_paths(BODY) if p]
 random.Random(20261122).shuffle(PATHS)
 
 

@@ -13,7 +13,6 @@ import copy
 import io
 import json
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from hapi_stub import FakeTime, HapiLikeStub
 
 from cds_service.cli import main
 from cds_service.loader import PATIENTS_DIR, LoadError, load_patients, read_bundles
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "tests" / "fixtures" / "patients" / "ana-lumbar-radiculopathy.json"
@@ -41,12 +41,6 @@ def run(url: str, folder: Path, **kwargs) -> tuple[list, list[str]]:
     options = {"wait_s": 30.0, "interval_s": 2.0, "clock": fake.clock, "sleep": fake.sleep} | kwargs
     results = load_patients(url, folder, out=out, **options)
     return results, out.getvalue().splitlines()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_posts_each_bundle_as_a_transaction_and_reports_the_patient_id(folder):
@@ -79,7 +73,7 @@ def test_waits_for_the_server_with_one_progress_line_per_attempt(folder):
 
 def test_the_wait_is_bounded_and_says_what_to_check(folder):
     fake = FakeTime()
-    url = f"http://127.0.0.1:{closed_port()}/fhir"
+    url = f"http://127.0.0.1:{free_port()}/fhir"
     with pytest.raises(LoadError) as error:
         load_patients(url, folder, wait_s=20.0, interval_s=3.0, out=io.StringIO(), clock=fake.clock, sleep=fake.sleep)
     assert fake.sleeps == [3.0] * 6 and fake.now <= 20.0

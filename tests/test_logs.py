@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds_service.cli import SAMPLES
 from cds_service.errors import CdsConfigError
 from cds_service.logs import HANDLER_NAME, make_handler
 from fhir_stub import FhirStub
-from jwt_helpers import JwksServer, public_jwk
+from test_log_hygiene import ISSUER, patient_secrets, post_signed, sample_bodies
 
 SELECT = "/cds-services/spine-imaging-order-select"
 
@@ -143,20 +140,7 @@ def test_an_unexpected_error_logs_its_type_and_stack_but_not_its_message(make_ap
 
 # --- no PHI, JWTs or access tokens in the JSON lines of a full signed run -------------------------
 
-ISSUER = "https://ehr.example.org"
 FETCHED = ("patient", "conditions", "coverage")  # read from the FHIR server instead of prefetch
-
-
-def _samples() -> list[dict]:
-    index = json.loads((SAMPLES / "index.json").read_text())
-    return [json.loads((SAMPLES / s["file"]).read_text()) for s in index["samples"]]
-
-
-def _secrets_of(patient: dict) -> set[str]:
-    found = {patient["id"], patient.get("birthDate", "")}
-    for name in patient.get("name", []):
-        found |= set(name.get("given", [])) | {name.get("family", "")}
-    return {s for s in found if s and len(s) > 3}
 
 
 def _resources(prefetched) -> list[dict]:
@@ -167,34 +151,25 @@ def _resources(prefetched) -> list[dict]:
     return [prefetched]
 
 
-def test_json_logs_of_a_signed_run_with_fhir_reads_hold_no_phi_or_tokens(make_app, capsys):
-    key = ec.generate_private_key(ec.SECP384R1())
+def test_json_logs_of_a_signed_run_with_fhir_reads_hold_no_phi_or_tokens(make_app, capsys, key, jwks):
     access_token = "fhir-access-token-" + uuid.uuid4().hex
     secrets, tokens = set(), {access_token}
-    with JwksServer() as jwks, FhirStub(token=access_token) as fhir:
-        jwks.jwks = {"keys": [public_jwk(key, "k1", "ES384")]}
+    with FhirStub(token=access_token) as fhir:
         app = make_app(SPINE_CDS_AUTH="on", SPINE_CDS_LOG_LEVEL="DEBUG", SPINE_CDS_LOG_FORMAT="json",
                        SPINE_CDS_ALLOWED_FHIR_SERVERS=fhir.url,
                        SPINE_CDS_TRUSTED_ISSUERS=json.dumps({ISSUER: jwks.url + "/jwks.json"}))
         client = app.test_client()
         capsys.readouterr()
-        for body in _samples():
+        for body in sample_bodies():
             for key_name in FETCHED:
                 fhir.add(*_resources(body["prefetch"].pop(key_name, None)))
             body["fhirServer"] = fhir.url
-            body["fhirAuthorization"] = {"access_token": access_token, "token_type": "Bearer", "expires_in": 300,
-                                         "scope": "patient/*.read", "subject": "spine-cds"}
-            service = "spine-imaging-order-sign" if body["hook"] == "order-sign" else "spine-imaging-order-select"
-            path = f"/cds-services/{service}"
-            now = int(time.time())
-            token = jwt.encode({"iss": ISSUER, "aud": f"http://localhost{path}", "iat": now, "exp": now + 300,
-                                "jti": str(uuid.uuid4())}, key, algorithm="ES384", headers={"kid": "k1"})
+            token, path = post_signed(client, key, body, access_token)
             tokens.add(token)
-            assert client.post(path, json=body, headers={"Authorization": f"Bearer {token}"}).status_code == 200
         client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})  # a replay: 401
         assert any(p.startswith("/Patient/") for p in fhir.requests)  # PHI did travel over FHIR
     for patients in fhir.resources.get("Patient", []):
-        secrets |= _secrets_of(patients)
+        secrets |= patient_secrets(patients)
     err = capsys.readouterr().err
     records = json_lines(err)
     assert {"cds_service.access", "cds_service.patient_record", "cds_service.errors"} <= {r["logger"] for r in records}

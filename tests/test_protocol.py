@@ -14,7 +14,6 @@ from pathlib import Path
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from contract import assert_card_contract, assert_coverage_information, assert_no_empty_values
 from jwt_helpers import JwksServer, public_jwk
@@ -23,18 +22,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "hook_requests"
 ISSUER = "https://ehr.example.org"
 SELECT = "/cds-services/spine-imaging-order-select"
 SIGN = "/cds-services/spine-imaging-order-sign"
-
-
-@pytest.fixture(scope="module")
-def key():
-    return ec.generate_private_key(ec.SECP384R1())
-
-
-@pytest.fixture
-def jwks(key):
-    with JwksServer() as server:
-        server.jwks = {"keys": [public_jwk(key, "k1", "ES384")]}
-        yield server
 
 
 @pytest.fixture

@@ -32,7 +32,6 @@ from pathlib import Path
 import jwt
 import pytest
 import requests
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds_service import close_app, create_app
 from cds_service.pama import RATING_SYSTEM, RATING_URL, RATINGS
@@ -101,11 +100,6 @@ class Sandbox:
     @property
     def store(self):
         return self.app.extensions["spine_cds"].store
-
-
-@pytest.fixture(scope="module")
-def key():
-    return ec.generate_private_key(ec.SECP384R1())
 
 
 @pytest.fixture(scope="module")

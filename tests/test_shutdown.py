@@ -29,15 +29,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from cds_service import server
 from cds_service.cli import SAMPLES
 from fhir_stub import FhirStub
+from ports import free_port
 
 SELECT = "/cds-services/spine-imaging-order-select"
 PATIENCE_S = 60  # upper bound for a server to start or stop on a slow CI machine
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Served:
