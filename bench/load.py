@@ -32,28 +32,21 @@ import argparse
 import json
 import os
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from anywhere, as a script
 
 from bench.records import HOOK_INSTANCE, build_request, request_body, resource_count  # noqa: E402
+from bench.servers import Server, ServerConfig, bench_settings, server_env  # noqa: E402
 
-PATH = "/cds-services/spine-imaging-order-select"
-GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
-CONF = str(ROOT / "docker" / "gunicorn.conf.py")
-APPS = {"service": "cds_service:create_app()", "floor": "bench.floor:create_floor_app()"}
 TARGET_RPS = 400
 RUNS: list[str] = []  # wrk runs so far: each gets its own number, hence its own hookInstances
 
@@ -91,90 +84,6 @@ end
 """
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    """Gunicorn settings to test: ``conf`` is docker/gunicorn.conf.py unchanged."""
-
-    name: str
-    args: tuple[str, ...]
-
-    @staticmethod
-    def parse(spec: str) -> ServerConfig:
-        """``conf`` | ``sync:<workers>`` | ``gthread:<workers>x<threads>``."""
-        if spec == "conf":
-            return ServerConfig("conf (docker/gunicorn.conf.py)", ())
-        kind, _, size = spec.partition(":")
-        if kind == "sync" and size.isdigit():
-            return ServerConfig(spec, ("--worker-class", "sync", "--workers", size))
-        workers, _, threads = size.partition("x")
-        if kind == "gthread" and workers.isdigit() and threads.isdigit():
-            return ServerConfig(spec, ("--worker-class", "gthread", "--workers", workers, "--threads", threads))
-        raise SystemExit(f"--configs: {spec!r} is not conf, sync:<workers> or gthread:<workers>x<threads>")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server(AbstractContextManager):
-    """One gunicorn process group on a free loopback port; always stopped by ``with``."""
-
-    def __init__(self, app: str, config: ServerConfig, env: dict, workdir: Path):
-        self.port = free_port()
-        self.log_path = workdir / f"gunicorn-{app}-{self.port}.log"
-        command = [GUNICORN, "--config", CONF, "--bind", f"127.0.0.1:{self.port}", *config.args, APPS[app]]
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{PATH}"
-
-    def wait_ready(self, body: bytes, timeout_s: float) -> dict:
-        """Poll with the real request until it is answered 200; the answer is returned."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"gunicorn exited ({self.proc.returncode}); log:\n{self.tail()}")
-            try:
-                return post(self.url, body)
-            except urllib.error.HTTPError as exc:  # it is up, and it refuses the request: stop now
-                raise SystemExit(f"HTTP {exc.code} from {self.url}: {exc.read()[:500]!r}") from None
-            except (OSError, urllib.error.URLError):
-                time.sleep(0.2)
-        raise SystemExit(f"server not ready within {timeout_s:g} s; log:\n{self.tail()}")
-
-    def tail(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        """SIGTERM the process group (graceful), SIGKILL it if it is still there after 30 s."""
-        if self.proc.poll() is None:
-            for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-                try:
-                    os.killpg(self.proc.pid, sig)
-                    self.proc.wait(wait_s)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-                except ProcessLookupError:
-                    break
-        self.log.close()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def post(url: str, body: bytes) -> dict:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
 def run_wrk(url: str, script: Path, duration: int, connections: int, threads: int) -> dict:
     RUNS.append(url)
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
@@ -198,9 +107,7 @@ def decision_rows(database: Path) -> int | None:
 def start(app: str, config: ServerConfig, args, body: bytes, workdir: Path, stack: ExitStack) -> tuple[Server, Path]:
     """Start one app under gunicorn and check its first answer (the service must decide one card)."""
     database = workdir / f"bench-{app}-{time.monotonic_ns()}.sqlite3"
-    env = {**os.environ, "SPINE_CDS_AUTH": "off", "SPINE_CDS_DATABASE": str(database),
-           "SPINE_CDS_TODAY": "2026-11-22", "SPINE_CDS_LOG_LEVEL": "WARNING", "GUNICORN_LOG_LEVEL": "warning"}
-    server = stack.enter_context(Server(app, config, env, workdir))
+    server = stack.enter_context(Server(app, config, server_env(bench_settings(database)), workdir))
     answer = server.wait_ready(body.replace(HOOK_INSTANCE.encode(), b"ffffffff-0000-4000-8000-000000000000"),
                                args.ready_timeout)
     if app == "service" and len(answer.get("cards") or []) != 1:

@@ -17,26 +17,25 @@ import gc
 import http.client
 import io
 import json
-import logging
 import math
+import os
 import pstats
 import sys
-import threading
+import tempfile
 import time
 import uuid
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere, as a script
 
-from werkzeug.serving import make_server  # noqa: E402
-
 from bench.floor import create_floor_app  # noqa: E402
 from bench.records import build_request, request_body, resource_count, with_instance  # noqa: E402
+from bench.servers import PATH, Server, ServerConfig, bench_settings, server_env  # noqa: E402
 from cds_service import close_app, create_app  # noqa: E402
 
-SERVICE_CONFIG = {"SPINE_CDS_AUTH": "off", "SPINE_CDS_DATABASE": ":memory:", "SPINE_CDS_TODAY": "2026-11-22",
-                  "SPINE_CDS_LOG_LEVEL": "ERROR", "SPINE_CDS_REPEAT_WINDOW_S": "0"}
-PATH = "/cds-services/spine-imaging-order-select"
+OVERRIDES = {"SPINE_CDS_LOG_LEVEL": "ERROR", "SPINE_CDS_REPEAT_WINDOW_S": "0"}
+"""Over ``servers.bench_settings``: the same card every call (no "don't nag twice"), no log lines."""
 TARGET_RATIO_500 = 1.5  # issue: 500 resources <= 1.5x the floor
 TARGET_GROWTH = 11.0    # issue: 5,000 resources <= 11x the 500 case (about linear)
 
@@ -66,16 +65,19 @@ class TestClientCaller:
 
 
 class HttpCaller:
-    """Calls an app over loopback HTTP (werkzeug server in a thread; one connection per call for both)."""
+    """Calls an app served by gunicorn in its own process (docker/gunicorn.conf.py, one worker) over
+    loopback HTTP, one connection per call: the production server, and no GIL shared with the client."""
 
-    def __init__(self, app):
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access-log line per call
-        self.server = make_server("127.0.0.1", 0, app, threaded=False)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+    def __init__(self, app_name: str, env: dict, workdir: Path):
+        self.server = Server(app_name, ServerConfig("one worker", ("--workers", "1")), env, workdir)
+        try:
+            self.server.wait_ready(with_instance(request_body(50), str(uuid.uuid4())), timeout_s=60)
+        except BaseException:
+            self.server.stop()
+            raise
 
     def __call__(self, body: bytes) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.server.server_port, timeout=60)
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=60)
         try:
             conn.request("POST", PATH, body=body, headers={"Content-Type": "application/json"})
             response = conn.getresponse()
@@ -84,7 +86,7 @@ class HttpCaller:
             conn.close()
 
     def close(self) -> None:
-        self.server.shutdown()
+        self.server.stop()
 
 
 def timed(call, body: bytes) -> float:
@@ -113,16 +115,31 @@ def measure(floor, service, body: bytes, iterations: int, warmup: int) -> tuple[
     return floor_ms, service_ms
 
 
-def run(sizes: list[int], iterations: int, warmup: int, transports: list[str]) -> dict:
-    floor_app, service_app = create_floor_app(), create_app(SERVICE_CONFIG)
+def service_settings(workdir: Path, transport: str) -> dict[str, str]:
+    """The service's settings for one transport (its own SQLite file in ``workdir``)."""
+    return bench_settings(workdir / f"bench-{transport}.sqlite3", **OVERRIDES)
+
+
+def callers(transport: str, workdir: Path, stack) -> tuple:
+    """(floor, service) callers for ``transport``; closed when ``stack`` unwinds."""
+    if transport == "http":
+        floor = stack.enter_context(closing(HttpCaller("floor", dict(os.environ), workdir)))
+        service = stack.enter_context(closing(HttpCaller("service", server_env(service_settings(workdir, transport)),
+                                                         workdir)))
+        return floor, service
+    service_app = create_app(service_settings(workdir, transport))
+    stack.callback(close_app, service_app)
     gc.collect()
     gc.freeze()  # as the server's post_worker_init does (cds_service/server.py)
-    callers = {"test-client": TestClientCaller, "http": HttpCaller}
+    return TestClientCaller(create_floor_app()), TestClientCaller(service_app)
+
+
+def run(sizes: list[int], iterations: int, warmup: int, transports: list[str]) -> dict:
     rows = []
-    try:
+    with tempfile.TemporaryDirectory(prefix="spine-cds-bench-") as tmp:
         for transport in transports:
-            floor, service = callers[transport](floor_app), callers[transport](service_app)
-            try:
+            with ExitStack() as stack:
+                floor, service = callers(transport, Path(tmp), stack)
                 for size in sizes:
                     request = build_request(size)
                     body = request_body(size)
@@ -138,10 +155,6 @@ def run(sizes: list[int], iterations: int, warmup: int, transports: list[str]) -
                     row["ratio_p50"] = round(row["service_p50_ms"] / row["floor_p50_ms"], 2)
                     row["ratio_p99"] = round(row["service_p99_ms"] / row["floor_p99_ms"], 2)
                     rows.append(row)
-            finally:
-                floor.close(), service.close()
-    finally:
-        close_app(service_app)
     return {"rows": rows, "targets": targets(rows)}
 
 
@@ -189,7 +202,8 @@ def profile(size: int, calls: int) -> None:
     Only the service's own functions (``cds_service/``) are listed: the Flask and test-client
     frames above ``routes.call_service`` would otherwise fill the top 15 with 100% entries.
     """
-    service_app = create_app(SERVICE_CONFIG)
+    tmp = tempfile.TemporaryDirectory(prefix="spine-cds-profile-")
+    service_app = create_app(service_settings(Path(tmp.name), "profile"))
     try:
         call, body = TestClientCaller(service_app), request_body(size)
         for _ in range(3):
