@@ -220,6 +220,25 @@ def documented(node: dict, facts: Facts) -> Result:
     return Result(Status.UNKNOWN, label, _refs(answers), detail=detail)
 
 
+def tags_read(node: dict) -> frozenset[str] | None:
+    """The value-set tags (``Facts.by_valueset`` keys) a leaf reads, or None when it also reads
+    anything else (age, the ordered study, other draft orders, every imaging item).
+
+    A leaf whose tags are all absent from a record returns the same result on every such record
+    (the "not found" answer above), which is what lets evaluation compute it once; tested for
+    every leaf of every guideline in tests/test_evaluation_engine.py.
+    """
+    kind = node["kind"]
+    if kind in ("finding", "observation", "procedure", "medication") or (kind == "imaging" and "valueset" in node):
+        return frozenset({node["valueset"]})
+    if kind == "conservative_care":
+        return frozenset(vs for component in node["components"] for vs in component["valuesets"])
+    if kind == "documented":
+        key = link_id(node["label"])
+        return frozenset({ATTESTED + key, DENIED + key})
+    return None
+
+
 KIND_FUNCTIONS: dict[str, Callable[[dict, Facts], Result]] = {
     "finding": finding, "observation": observation, "procedure": procedure, "medication": medication,
     "imaging": imaging, "age": age, "conservative_care": conservative_care, "draft_order": draft_order,

@@ -75,53 +75,85 @@ def _decide(facts: Facts, route: Route, guideline: Guideline | None, catalog: St
     base = dict(order=facts.order, route=route, guideline=guideline, data_gaps=data_gaps)
     if guideline is None or not guideline.encoded:
         return Decision(outcome=NO_POLICY, **base)
-    indications = evaluate_rules(guideline.indications, facts, guideline)
-    alternatives = evaluate_rules(guideline.alternatives, facts, guideline)
-    gates = evaluate_rules(guideline.gates, facts, guideline)
-    met = next((r for r in indications if r.status == Status.MET), None)
+    verdict = _verdict(facts, guideline, catalog)
+    decision = Decision(outcome=verdict.outcome, indication=verdict.indication, alternative=verdict.alternative,
+                        alternative_study=verdict.alternative_study, blocking_gates=verdict.blocking_gates,
+                        nearest=verdict.nearest, **base)
+    if verdict.outcome == ALTERNATIVE and verdict.alternative.rule.when == "unless_approved":
+        return replace(decision, nearest=_ranked(facts, guideline))
+    if verdict.outcome == DOCUMENTATION and verdict.indication is None:
+        nearest = _ranked(facts, guideline)
+        relevant = nearest and evidence_score(nearest[0].result, met_only=False) > 0
+        return replace(decision, indication=nearest[0] if relevant else None, nearest=nearest)
+    return decision
 
-    urgent = _met_alternative(alternatives, "always", facts, catalog)
+
+def _ranked(facts: Facts, guideline: Guideline) -> tuple[RuleResult, ...]:
+    """No indication is met: rank them all for the card (the one step that needs every trace)."""
+    return rank_nearest(evaluate_rules(guideline.indications, facts, guideline))
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """The outcome and the rules that settle it, found by evaluating only what can change it."""
+
+    outcome: str
+    indication: RuleResult | None = None
+    alternative: RuleResult | None = None
+    alternative_study: Study | None = None
+    blocking_gates: tuple[RuleResult, ...] = ()
+    nearest: tuple[RuleResult, ...] = ()
+
+
+def _verdict(facts: Facts, guideline: Guideline, catalog: StudyCatalog) -> _Verdict:
+    """Steps 2–5 of the precedence, lazily: rules out of reach of the record (prerequisites.py)
+    cannot be met and are not evaluated, and evaluation stops at the first met indication.
+
+    Only the documentation outcome without a met indication needs more (the ranking of every
+    indication), which :func:`_decide` adds; :func:`approves` needs nothing more.
+    """
+    met = next((r for r in _reachable(guideline.indications, facts, guideline) if r.status == Status.MET), None)
+    urgent = _met_alternative(_reachable(guideline.alternatives, facts, guideline, "always"), "always", facts, catalog)
     if urgent:
-        return Decision(outcome=ALTERNATIVE, indication=met, alternative=urgent[0], alternative_study=urgent[1], **base)
+        return _Verdict(ALTERNATIVE, indication=met, alternative=urgent[0], alternative_study=urgent[1])
     if met:
-        blocking = tuple(g for g in gates if g.applies and g.applies.status == Status.MET and g.status != Status.MET)
+        blocking = tuple(_blocking_gates(guideline, facts))
         if not blocking:
-            return Decision(outcome=APPROVE, indication=met, **base)
-        return Decision(outcome=DOCUMENTATION, indication=met, blocking_gates=blocking, nearest=(met,), **base)
-    later = _met_alternative(alternatives, "unless_approved", facts, catalog)
+            return _Verdict(APPROVE, indication=met)
+        return _Verdict(DOCUMENTATION, indication=met, blocking_gates=blocking, nearest=(met,))
+    later = _met_alternative(_reachable(guideline.alternatives, facts, guideline, "unless_approved"),
+                             "unless_approved", facts, catalog)
     if later:
-        return Decision(outcome=ALTERNATIVE, alternative=later[0], alternative_study=later[1],
-                        nearest=rank_nearest(indications), **base)
-    nearest = rank_nearest(indications)
-    relevant = nearest and evidence_score(nearest[0].result, met_only=False) > 0
-    return Decision(outcome=DOCUMENTATION, indication=nearest[0] if relevant else None, nearest=nearest, **base)
+        return _Verdict(ALTERNATIVE, alternative=later[0], alternative_study=later[1])
+    return _Verdict(DOCUMENTATION)
+
+
+def _reachable(rules: tuple[Rule, ...], facts: Facts, guideline: Guideline, when: str | None = None):
+    """RuleResults of the rules (of one ``when``) that the record can possibly meet, in order, lazily."""
+    for rule in rules:
+        if (when is None or rule.when == when) and within_reach(rule.needs, facts):
+            yield RuleResult(rule, evaluate_node(rule.criteria, facts, guideline))
+
+
+def _blocking_gates(guideline: Guideline, facts: Facts):
+    """Gates that apply to this record (``applies_if`` met) and are not satisfied."""
+    for gate in guideline.gates:
+        if gate.applies_if and within_reach(gate.applies_needs, facts):
+            applies = evaluate_node(gate.applies_if, facts, guideline)
+            if applies.status == Status.MET:
+                result = evaluate_node(gate.criteria, facts, guideline)
+                if result.status != Status.MET:
+                    yield RuleResult(gate, result, applies)
 
 
 def approves(facts: Facts, guideline: Guideline | None, catalog: StudyCatalog) -> bool:
-    """Whether :func:`decide` would approve — evaluating only what can change that answer.
-
-    For the comparison with other programs: rules out of reach of the record (prerequisites.py)
-    are skipped, and evaluation stops at the first met indication.  Tested equal to
-    ``decide(...).outcome == APPROVE`` on every case table and program.
-    """
-    if guideline is None or not guideline.encoded:
-        return False
-    if not any(_met(rule, facts, guideline) for rule in guideline.indications):
-        return False
-    urgent = [RuleResult(rule, evaluate_node(rule.criteria, facts, guideline)) for rule in guideline.alternatives
-              if rule.when == "always" and within_reach(rule.needs, facts)]
-    if _met_alternative(tuple(urgent), "always", facts, catalog):
-        return False
-    return not any(within_reach(gate.applies_needs, facts)
-                   and evaluate_node(gate.applies_if, facts, guideline).status == Status.MET
-                   and not _met(gate, facts, guideline) for gate in guideline.gates if gate.applies_if)
+    """Whether :func:`decide` would approve (no data gaps) — for the comparison with other
+    programs, evaluating only what can change that answer.  Tested equal to
+    ``decide(...).outcome == APPROVE`` on every case table and program."""
+    return guideline is not None and guideline.encoded and _verdict(facts, guideline, catalog).outcome == APPROVE
 
 
-def _met(rule: Rule, facts: Facts, guideline: Guideline) -> bool:
-    return within_reach(rule.needs, facts) and evaluate_node(rule.criteria, facts, guideline).status == Status.MET
-
-
-def _met_alternative(results: tuple[RuleResult, ...], when: str, facts: Facts, catalog: StudyCatalog):
+def _met_alternative(results, when: str, facts: Facts, catalog: StudyCatalog):
     for result in results:
         if result.rule.when == when and result.status == Status.MET:
             study = catalog.resolve(result.rule.study, facts.order.study)

@@ -4,64 +4,166 @@
 any child is met, not-met if all are not-met, else unknown; ``not`` swaps met and not-met.
 The trace keeps every child's result so cards can show the evidence and list exactly what is
 missing.
+
+The mapping trees are compiled once per guideline into small node objects (:class:`Leaf`,
+:class:`AllOf`, :class:`AnyOf`, :class:`Not`; a ``ref`` becomes the definition's own node), so
+evaluating walks objects instead of re-reading dict keys.  Each node also knows the value-set
+tags its whole subtree reads — or None when some leaf reads anything else (age, the ordered
+study, other draft orders).  On a record holding none of those tags the node's result is the
+same for every record (nothing of it was found), so it is computed once and kept: on a long
+chart most of a guideline's hundreds of nodes are exactly that.  Everything else is computed at
+most once per record (``Facts.memo``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
 
-from .criteria import KIND_FUNCTIONS
+from .criteria import KIND_FUNCTIONS, tags_read
 from .fhir_dates import lower_first
 from .guidelines import Guideline, Rule
 from .model import Facts, Result, Status
 
+MET, NOT_MET, UNKNOWN = Status.MET, Status.NOT_MET, Status.UNKNOWN
 
-def evaluate_node(node: dict, facts: Facts, guideline: Guideline) -> Result:
-    """Evaluate one criterion (leaf or combinator) against the facts, once per node and facts."""
-    result = facts.memo.get(id(node))
-    if result is None:
-        result = facts.memo[id(node)] = _evaluate(node, facts, guideline)
+
+class Criterion:
+    """A compiled mapping node.  Subclasses say how to compute it from the facts."""
+
+    __slots__ = ("raw", "label", "tags", "_when_absent")
+
+    def __init__(self, raw: dict, label: str | None, tags: frozenset[str] | None):
+        self.raw, self.label, self.tags, self._when_absent = raw, label, tags, None
+
+    def evaluate(self, facts: Facts) -> Result:
+        """This node's result on ``facts``: the shared one when none of its tags is present,
+        else computed once per record."""
+        tags = self.tags
+        if tags is not None and tags.isdisjoint(facts.present):
+            result = self._when_absent
+            if result is None:
+                result = self._when_absent = self.compute(facts)
+            return result
+        memo = facts.memo
+        result = memo.get(self)
+        if result is None:
+            result = memo[self] = self.compute(facts)
+        return result
+
+    def compute(self, facts: Facts) -> Result:
+        raise NotImplementedError
+
+
+class Leaf(Criterion):
+    """One criterion of the closed vocabulary (criteria.py)."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, raw: dict):
+        super().__init__(raw, raw.get("label"), tags_read(raw))
+        self.function = KIND_FUNCTIONS[raw["kind"]]
+
+    def compute(self, facts: Facts) -> Result:
+        return self.function(self.raw, facts)
+
+
+class Not(Criterion):
+    __slots__ = ("child",)
+
+    def __init__(self, raw: dict, child: Criterion):
+        super().__init__(raw, raw.get("label"), child.tags)
+        self.child = child
+
+    def compute(self, facts: Facts) -> Result:
+        inner = self.child.evaluate(facts)
+        flipped = NOT_MET if inner.status is MET else MET if inner.status is NOT_MET else UNKNOWN
+        detail = "none on record" if inner.status is NOT_MET and not inner.evidence else inner.detail
+        return Result(flipped, self.label or f"No {lower_first(inner.label)}", inner.evidence,
+                      detail=detail, children=(inner,), combinator="not")
+
+
+class _Combination(Criterion):
+    """``all`` or ``any``: ``decisive`` settles it (not-met for all, met for any); only children
+    of the other status make the other status; anything else is unknown."""
+
+    __slots__ = ("children", "combinator", "decisive", "other")
+
+    def __init__(self, raw: dict, combinator: str, children: tuple[Criterion, ...]):
+        tags = None if any(c.tags is None for c in children) else frozenset().union(*(c.tags for c in children))
+        super().__init__(raw, raw.get("label") or ("all of" if combinator == "all" else "one of"), tags)
+        self.children, self.combinator = children, combinator
+        self.decisive, self.other = (NOT_MET, MET) if combinator == "all" else (MET, NOT_MET)
+
+    def compute(self, facts: Facts) -> Result:
+        children = tuple(child.evaluate(facts) for child in self.children)
+        statuses = {child.status for child in children}
+        if self.decisive in statuses:
+            status = self.decisive
+        elif len(statuses) == 1 and self.other in statuses:
+            status = self.other
+        else:
+            status = UNKNOWN
+        used = children if status is UNKNOWN else [c for c in children if c.status is status]
+        evidence = tuple(dict.fromkeys(ref for c in used for ref in c.evidence))
+        met_on = self._met_on(children) if status is UNKNOWN else None
+        return Result(status, self.label, evidence, met_on=met_on, children=children, combinator=self.combinator)
+
+    def _met_on(self, children: tuple[Result, ...]) -> date | None:
+        """When an unknown becomes met by time alone (``all``: every unknown child only waits for
+        time; ``any``: one does), the latest such date; else None."""
+        dates = [c.met_on for c in children if c.met_on]
+        if not dates:
+            return None
+        unknown = [c for c in children if c.status is UNKNOWN]
+        waits = all(c.met_on for c in unknown) if self.combinator == "all" else any(c.met_on for c in unknown)
+        return max(dates) if waits else None
+
+
+class AllOf(_Combination):
+    __slots__ = ()
+
+    def __init__(self, raw: dict, children: tuple[Criterion, ...]):
+        super().__init__(raw, "all", children)
+
+
+class AnyOf(_Combination):
+    __slots__ = ()
+
+    def __init__(self, raw: dict, children: tuple[Criterion, ...]):
+        super().__init__(raw, "any", children)
+
+
+def compiled(node: dict, guideline: Guideline) -> Criterion:
+    """The compiled form of a mapping node of ``guideline`` (compiled on first use, then kept in
+    ``guideline.nodes``; a ``ref`` compiles to its definition's node, shared by every use)."""
+    entry = guideline.nodes.get(id(node))
+    if entry is not None and entry[0] is node:
+        return entry[1]
+    if "ref" in node:
+        result = compiled(guideline.definitions[node["ref"]], guideline)
+    elif "not" in node:
+        result = Not(node, compiled(node["not"], guideline))
+    elif "all" in node:
+        result = AllOf(node, tuple(compiled(child, guideline) for child in node["all"]))
+    elif "any" in node:
+        result = AnyOf(node, tuple(compiled(child, guideline) for child in node["any"]))
+    else:
+        result = Leaf(node)
+    guideline.nodes[id(node)] = (node, result)  # the node itself is kept, so its id stays unique
     return result
 
 
-def _evaluate(node: dict, facts: Facts, guideline: Guideline) -> Result:
-    if "ref" in node:
-        return evaluate_node(guideline.definitions[node["ref"]], facts, guideline)
-    if "not" in node:
-        inner = evaluate_node(node["not"], facts, guideline)
-        flipped = {Status.MET: Status.NOT_MET, Status.NOT_MET: Status.MET}.get(inner.status, Status.UNKNOWN)
-        detail = "none on record" if inner.status == Status.NOT_MET and not inner.evidence else inner.detail
-        return Result(flipped, node.get("label") or f"No {lower_first(inner.label)}", inner.evidence,
-                      detail=detail, children=(inner,), combinator="not")
-    for combinator in ("all", "any"):
-        if combinator in node:
-            children = tuple(evaluate_node(child, facts, guideline) for child in node[combinator])
-            return _combine(combinator, node, children)
-    return KIND_FUNCTIONS[node["kind"]](node, facts)
+def compile_guideline(guideline: Guideline) -> None:
+    """Compile every rule of ``guideline`` at start-up, before any request thread runs."""
+    for rule in (*guideline.indications, *guideline.gates, *guideline.alternatives):
+        compiled(rule.criteria, guideline)
+        if rule.applies_if:
+            compiled(rule.applies_if, guideline)
 
 
-def _combine(combinator: str, node: dict, children: tuple[Result, ...]) -> Result:
-    statuses = {child.status for child in children}
-    decisive, other = (Status.NOT_MET, Status.MET) if combinator == "all" else (Status.MET, Status.NOT_MET)
-    if decisive in statuses:
-        status = decisive
-    elif statuses == {other}:
-        status = other
-    else:
-        status = Status.UNKNOWN
-    used = [c for c in children if c.status == status] if status != Status.UNKNOWN else list(children)
-    evidence = tuple(dict.fromkeys(ref for c in used for ref in c.evidence))
-    met_dates = [c.met_on for c in children if c.met_on]
-    met_on = max(met_dates) if status == Status.UNKNOWN and met_dates and _only_time_missing(combinator, children) else None
-    label = node.get("label") or ("all of" if combinator == "all" else "one of")
-    return Result(status, label, evidence, met_on=met_on, children=children, combinator=combinator)
-
-
-def _only_time_missing(combinator: str, children: tuple[Result, ...]) -> bool:
-    unknown = [c for c in children if c.status == Status.UNKNOWN]
-    if combinator == "all":
-        return all(c.met_on for c in unknown)
-    return any(c.met_on for c in unknown)
+def evaluate_node(node: dict, facts: Facts, guideline: Guideline) -> Result:
+    """Evaluate one criterion (leaf or combinator) of ``guideline`` against the facts."""
+    return compiled(node, guideline).evaluate(facts)
 
 
 @dataclass(frozen=True)

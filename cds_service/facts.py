@@ -9,14 +9,12 @@ patient), dates are normalised, and each item is tagged with the value sets its 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import date
 
 from .fhir_dates import first_date, parse_date, period_end
 from .model import ClinicalItem, Facts, PatientRecord, SpineOrder, Study
 from .questionnaires import ATTESTED, CANONICAL_BASE, DENIED
-from .studies import StudyCatalog
-from .terminology import Terminology
+from .tagging import Tagger
 
 IGNORED_STATUSES = frozenset({"entered-in-error", "refuted", "not-done", "cancelled", "revoked", "draft"})
 INACTIVE_CLINICAL = frozenset({"inactive", "remission", "resolved"})
@@ -25,9 +23,9 @@ NORMAL_FLAGS = frozenset({"N", "NEG", "ND"})
 
 
 def extract_facts(record: PatientRecord, order: SpineOrder, other_orders: tuple[SpineOrder, ...],
-                  terminology: Terminology, catalog: StudyCatalog, today: date) -> Facts:
+                  tagger: Tagger, today: date) -> Facts:
     """Build :class:`Facts` for deciding ``order`` as of ``today``."""
-    reader = _Reader(record, terminology, catalog)
+    reader = _Reader(record, tagger)
     draft_refs = {order.reference, *(o.reference for o in other_orders)}
     items = [*reader.order_reasons(order, today)]
     for extractor in reader.extractors():
@@ -69,66 +67,65 @@ def _status_code(value: object) -> str | None:
     return _text_value(codings[0].get("code")) if codings else None
 
 
-class _Reader:
-    """Per-resource-type extraction; each method yields ClinicalItems."""
+def _usable(resource: object) -> bool:
+    """A resource with an id whose status does not void it."""
+    return isinstance(resource.get("id"), str) and _text_value(resource.get("status")) not in IGNORED_STATUSES
 
-    def __init__(self, record: PatientRecord, terminology: Terminology, catalog: StudyCatalog):
-        self.record, self.terms, self.catalog = record, terminology, catalog
+
+class _Reader:
+    """Per-resource-type extraction; each method yields ClinicalItems.
+
+    Every method asks the tagger first: on a long chart most resources name nothing a criterion
+    reads, and for those one memoised lookup is all the work done."""
+
+    def __init__(self, record: PatientRecord, tagger: Tagger):
+        self.record, self.tags = record, tagger.tags
 
     def extractors(self):
         return (self.conditions, self.observations, self.procedures, self.medications,
                 self.imaging_studies, self.reports, self.service_requests, self.attestations)
 
-    def _resources(self, rtype: str) -> Iterator[dict]:
+    def _tagged(self, rtype: str, field: str) -> Iterator[tuple[dict, tuple[frozenset[str], Study | None]]]:
+        """(resource, tags) of the usable resources of ``rtype`` whose ``field`` names something."""
+        tags = self.tags
         for resource in self.record.of_type(rtype):
-            if isinstance(resource, dict) and isinstance(resource.get("id"), str) \
-                    and _text_value(resource.get("status")) not in IGNORED_STATUSES:
-                yield resource
+            if isinstance(resource, dict):
+                found = tags(resource.get(field))
+                if found is not None and _usable(resource):
+                    yield resource, found
 
-    def _item(self, resource: dict, codings: list[dict], concept: object, **fields) -> ClinicalItem | None:
-        tags = self._tags(codings)
-        return self._make(resource, tags, concept, **fields) if tags else None
-
-    def _tags(self, codings: list[dict]) -> tuple[frozenset[str], Study | None] | None:
-        """The value sets and study the codings name, or None when no criterion can use them —
-        checked first, so the many irrelevant resources of a long chart cost one lookup."""
-        valuesets = self.terms.valuesets_for(codings)
-        study = self.catalog.study_for_codings(codings)
-        return (valuesets, study) if valuesets or study is not None else None
-
-    def _make(self, resource: dict, tags: tuple[frozenset[str], Study | None], concept: object,
-              **fields) -> ClinicalItem:
+    @staticmethod
+    def _make(resource: dict, tags: tuple[frozenset[str], Study | None], concept: object, **fields) -> ClinicalItem:
         ref = f"{resource['resourceType']}/{resource['id']}"
         return ClinicalItem(ref=ref, resource_type=resource["resourceType"], valuesets=tags[0],
                             display=_text_of(concept, ref), study=tags[1], **fields)
 
     def order_reasons(self, order: SpineOrder, today: date) -> Iterator[ClinicalItem]:
         reasons = order.resource.get("reasonCode")
-        codings = codings_of(reasons)
-        if codings:
-            item = self._item(order.resource, codings, reasons[0] if isinstance(reasons, list) else reasons,
+        tags = self.tags(reasons)
+        if tags and isinstance(order.resource.get("id"), str):
+            item = self._make(order.resource, tags, reasons[0] if isinstance(reasons, list) else reasons,
                               when=today, status="active")
-            if item:
-                yield replace(item, study=None, display=f"reason for this order ({item.display})" if item.display != item.ref else "reason for this order")
+            yield item._replace(study=None, display=f"reason for this order ({item.display})" if item.display != item.ref else "reason for this order")
 
     def conditions(self) -> Iterator[ClinicalItem]:
-        for res in self._resources("Condition"):
+        for res, tags in self._tagged("Condition", "code"):
             if _status_code(res.get("verificationStatus")) in IGNORED_STATUSES:
                 continue
-            if tags := self._tags(codings_of(res.get("code"))):
-                clinical = _status_code(res.get("clinicalStatus"))
-                yield self._make(res, tags, res.get("code"),
-                                 when=first_date(res, "onsetDateTime", "onsetPeriod", "recordedDate"),
-                                 end=parse_date(res.get("abatementDateTime")),
-                                 status="inactive" if clinical in INACTIVE_CLINICAL else "active")
+            clinical = _status_code(res.get("clinicalStatus"))
+            yield self._make(res, tags, res.get("code"),
+                             when=first_date(res, "onsetDateTime", "onsetPeriod", "recordedDate"),
+                             end=parse_date(res.get("abatementDateTime")),
+                             status="inactive" if clinical in INACTIVE_CLINICAL else "active")
 
     def observations(self) -> Iterator[ClinicalItem]:
-        for res in self._resources("Observation"):
-            if res.get("valueBoolean") is False:
-                continue  # the finding was looked for and is absent
-            tags = self._tags(codings_of(res.get("code")) + codings_of(res.get("valueCodeableConcept")))
-            if tags is None:
+        tags_of = self.tags
+        for res in self.record.of_type("Observation"):
+            if not isinstance(res, dict):
                 continue
+            tags = tags_of(res.get("code"), res.get("valueCodeableConcept"))
+            if tags is None or res.get("valueBoolean") is False or not _usable(res):
+                continue  # valueBoolean false: the finding was looked for and is absent
             quantity = res.get("valueQuantity") if isinstance(res.get("valueQuantity"), dict) else {}
             value = quantity.get("value") if isinstance(quantity.get("value"), (int, float)) else None
             yield self._make(res, tags, res.get("code"),
@@ -138,47 +135,50 @@ class _Reader:
                              abnormal=_abnormal(res, value))
 
     def procedures(self) -> Iterator[ClinicalItem]:
-        for res in self._resources("Procedure"):
-            if _text_value(res.get("status")) not in (None, "completed", "in-progress", "stopped", "unknown"):
-                continue
-            if tags := self._tags(codings_of(res.get("code"))):
+        for res, tags in self._tagged("Procedure", "code"):
+            if _text_value(res.get("status")) in (None, "completed", "in-progress", "stopped", "unknown"):
                 yield self._make(res, tags, res.get("code"), when=first_date(res, "performedDateTime", "performedPeriod"),
                                  end=period_end(res, "performedPeriod"), status="completed")
 
     def medications(self) -> Iterator[ClinicalItem]:
         for rtype in ("MedicationRequest", "MedicationStatement"):
-            for res in self._resources(rtype):
+            for res in self.record.of_type(rtype):
+                if not isinstance(res, dict):
+                    continue
                 concept = res.get("medicationCodeableConcept")
                 if not isinstance(concept, dict) and isinstance(res.get("medicationReference"), dict):
                     medication = self.record.resolve(str(res["medicationReference"].get("reference", "")))
                     concept = medication.get("code") if medication else None
-                if tags := self._tags(codings_of(concept)):
+                tags = self.tags(concept)
+                if tags is not None and _usable(res):
                     yield self._make(res, tags, concept,
                                      when=first_date(res, "authoredOn", "effectiveDateTime", "effectivePeriod", "dateAsserted"),
                                      status="active" if _text_value(res.get("status")) in (None, "active") else "completed")
 
     def imaging_studies(self) -> Iterator[ClinicalItem]:
-        for res in self._resources("ImagingStudy"):
-            codings = codings_of(res.get("procedureCode")) + codings_of(res.get("reasonCode"))
-            item = self._item(res, codings, (res.get("procedureCode") or [None])[0] if isinstance(res.get("procedureCode"), list) else None,
-                              when=first_date(res, "started"), status="completed")
-            if item:
-                yield item
+        for res in self.record.of_type("ImagingStudy"):
+            if not isinstance(res, dict):
+                continue
+            codes = res.get("procedureCode")
+            tags = self.tags(codes, res.get("reasonCode"))
+            if tags is not None and _usable(res):
+                yield self._make(res, tags, codes[0] if isinstance(codes, list) and codes else None,
+                                 when=first_date(res, "started"), status="completed")
 
     def reports(self) -> Iterator[ClinicalItem]:
-        for res in self._resources("DiagnosticReport"):
-            codings = codings_of(res.get("code")) + codings_of(res.get("conclusionCode"))
-            if tags := self._tags(codings):
+        for res in self.record.of_type("DiagnosticReport"):
+            if not isinstance(res, dict):
+                continue
+            tags = self.tags(res.get("code"), res.get("conclusionCode"))
+            if tags is not None and _usable(res):
                 yield self._make(res, tags, res.get("code"),
                                  when=first_date(res, "effectiveDateTime", "effectivePeriod", "issued"), status="completed")
 
     def service_requests(self) -> Iterator[ClinicalItem]:
         """Earlier orders: completed ones count as done, active ones as requested (NIA's
         "requested at the same time or sequentially")."""
-        for res in self._resources("ServiceRequest"):
-            if _text_value(res.get("status")) not in ("active", "completed", "on-hold"):
-                continue
-            if tags := self._tags(codings_of(res.get("code"))):
+        for res, tags in self._tagged("ServiceRequest", "code"):
+            if res.get("status") in ("active", "completed", "on-hold"):
                 yield self._make(res, tags, res.get("code"),
                                  when=first_date(res, "occurrenceDateTime", "occurrencePeriod", "authoredOn"),
                                  status="completed" if res["status"] == "completed" else "active")
@@ -187,7 +187,9 @@ class _Reader:
         """Boolean answers of completed QuestionnaireResponses to our own Questionnaires: one item
         per answer, tagged ``attestation:<linkId>`` (yes) or ``attestation-denied:<linkId>`` (no)
         and dated when the response was authored.  Other questionnaires say nothing we can read."""
-        for res in self._resources("QuestionnaireResponse"):
+        for res in self.record.of_type("QuestionnaireResponse"):
+            if not isinstance(res, dict) or not _usable(res):
+                continue
             canonical = _text_value(res.get("questionnaire"))
             if res.get("status") not in ("completed", "amended") or not (canonical or "").startswith(CANONICAL_BASE):
                 continue

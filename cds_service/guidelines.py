@@ -64,6 +64,8 @@ class Guideline:
     gates: tuple[Rule, ...] = ()
     alternatives: tuple[Rule, ...] = ()
     not_computable: tuple[dict, ...] = field(default=())
+    nodes: dict = field(default_factory=dict, compare=False, repr=False)
+    """The compiled criteria, by id of their mapping node (filled by evaluation.compiled)."""
 
     @property
     def encoded(self) -> bool:

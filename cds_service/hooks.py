@@ -37,7 +37,7 @@ def decide_orders(hook: HookRequest, record: PatientRecord, registry: Registry,
     decisions = []
     for order in in_scope:
         others = tuple(o for o in every if o.reference != order.reference)
-        facts = extract_facts(record, order, others, registry.terminology, registry.catalog, today)
+        facts = extract_facts(record, order, others, registry.tagger, today)
         decision = decide(facts, route, guideline_for(order, route, registry.guidelines), registry.catalog, gaps)
         if compare_programs:
             decision = replace(decision, also_approved_by=_approving_programs(facts, route, registry))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 CPT = "http://www.ama-assn.org/go/cpt"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -79,13 +79,13 @@ class SpineOrder:
     study: Study
 
 
-@dataclass(frozen=True)
-class ClinicalItem:
+class ClinicalItem(NamedTuple):
     """One coded statement from the record, normalised for evaluation.
 
     ``valuesets`` holds the ids of every value set any of its codes belongs to, so criteria
     test membership with a set lookup.  ``when`` is the clinically relevant date (onset,
-    performed, effective, authored); ``None`` means the record gave none.
+    performed, effective, authored); ``None`` means the record gave none.  A named tuple, not a
+    dataclass: a long chart makes hundreds per call, and a tuple is the cheapest immutable record.
     """
 
     ref: str
@@ -111,13 +111,15 @@ class Facts:
     order: SpineOrder
     other_orders: tuple[SpineOrder, ...] = ()
     by_valueset: dict[str, tuple[ClinicalItem, ...]] = field(init=False, compare=False, repr=False)
-    memo: dict[int, "Result"] = field(init=False, compare=False, repr=False)
-    """Criterion results already computed on these facts, keyed by the id of the mapping node.
+    present: frozenset[str] = field(init=False, compare=False, repr=False)
+    """The value-set tags that have items: a compiled criterion whose tags are all absent has the
+    same result on every record (evaluation.py), so it is computed once."""
+    memo: dict = field(init=False, compare=False, repr=False)
+    """Criterion results already computed on these facts, keyed by the compiled node.
 
     A result depends only on the node and the facts, and the same definitions are referenced by
     many indications (and the same facts are evaluated against every program when comparing),
-    so evaluating each node once per Facts is the cheapest correct evaluation.  Nodes are the
-    registry's own dicts, alive as long as the registry, so their ids are stable keys."""
+    so evaluating each node once per Facts is the cheapest correct evaluation."""
 
     def __post_init__(self):
         """Index the items by value set once, so each criterion looks up instead of scanning."""
@@ -126,12 +128,25 @@ class Facts:
             for valueset in item.valuesets:
                 index.setdefault(valueset, []).append(item)
         object.__setattr__(self, "by_valueset", {k: tuple(v) for k, v in index.items()})
+        object.__setattr__(self, "present", frozenset(index))
         object.__setattr__(self, "memo", {})
 
     def with_valuesets(self, valuesets) -> list[ClinicalItem]:
         """Items in any of ``valuesets``, once each, in record order."""
-        found = {id(i): i for vs in valuesets for i in self.by_valueset.get(vs, ())}
-        return [i for i in self.items if id(i) in found] if len(valuesets) > 1 else list(found.values())
+        lists = [found for vs in valuesets if (found := self.by_valueset.get(vs))]
+        if len(lists) <= 1:
+            return list(lists[0]) if lists else []
+        position = self.position
+        return sorted({id(i): i for items in lists for i in items}.values(), key=lambda i: position[id(i)])
+
+    @property
+    def position(self) -> dict[int, int]:
+        """Index of each item in ``items`` by its id (built on first use)."""
+        try:
+            return self._position
+        except AttributeError:
+            object.__setattr__(self, "_position", {id(item): n for n, item in enumerate(self.items)})
+            return self._position
 
 
 class Status(str, enum.Enum):
@@ -140,9 +155,9 @@ class Status(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True)
-class Result:
-    """The outcome of one criterion node, with its evidence and what is missing."""
+class Result(NamedTuple):
+    """The outcome of one criterion node, with its evidence and what is missing.  A named tuple:
+    a decision builds hundreds of them, and a tuple is the cheapest immutable record."""
 
     status: Status
     label: str

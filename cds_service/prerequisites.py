@@ -52,5 +52,8 @@ def _leaf(node: dict) -> Clauses:
 
 def within_reach(clauses: Clauses, facts: Facts) -> bool:
     """False when the record certainly cannot meet a rule with these prerequisites."""
-    present = facts.by_valueset
-    return all(any(tag in present for tag in clause) for clause in clauses)
+    present = facts.present
+    for clause in clauses:
+        if clause.isdisjoint(present):
+            return False
+    return True

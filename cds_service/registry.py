@@ -4,9 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .evaluation import compile_guideline
 from .guidelines import Guideline, load_guidelines
 from .routing import Routing, load_routing
 from .studies import StudyCatalog, load_studies
+from .tagging import Tagger
 from .terminology import Terminology, load_terminology
 
 
@@ -16,11 +18,15 @@ class Registry:
     catalog: StudyCatalog
     guidelines: dict[str, Guideline]
     routing: Routing
+    tagger: Tagger      # memoised code → value sets / study lookups for fact extraction
 
 
 def load_registry(mappings_dir: Path, valuesets_dir: Path, default_program: str) -> Registry:
     """Load and cross-check value sets, studies, guidelines and routing; raise CdsConfigError."""
     terminology = load_terminology(Path(valuesets_dir))
     guidelines = load_guidelines(Path(mappings_dir), terminology)
+    for guideline in guidelines.values():
+        compile_guideline(guideline)
     routing = load_routing(Path(mappings_dir) / "programs.json", set(guidelines), default_program)
-    return Registry(terminology, load_studies(Path(mappings_dir) / "studies.json"), guidelines, routing)
+    catalog = load_studies(Path(mappings_dir) / "studies.json")
+    return Registry(terminology, catalog, guidelines, routing, Tagger(terminology, catalog))

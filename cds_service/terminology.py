@@ -85,22 +85,17 @@ class Terminology:
         self._index = MappingProxyType(index)
         self.valuesets = MappingProxyType(info)
         self._ingredients = MappingProxyType(dict(ingredients or {}))
-        # A chart repeats the same codings; memoise per index (bounded: hostile input cannot grow it).
-        self._coding_valuesets = functools.lru_cache(maxsize=1 << 15)(self._lookup)
 
     def valuesets_for(self, codings: Iterable[dict]) -> frozenset[str]:
-        """Union of the value sets of every coding (FHIR Coding dicts) given."""
+        """Union of the value sets of every coding (FHIR Coding dicts) given.  (Fact extraction
+        uses tagging.Tagger, which memoises this per coding.)"""
         found = frozenset()
         for coding in codings:
             if isinstance(coding, dict):
-                system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
-                if isinstance(system, str) and isinstance(code, str) and isinstance(display, (str, type(None))):
-                    found |= self._coding_valuesets(system, code, display)
-                else:
-                    found |= self._lookup(system, code, display)
+                found |= self.valuesets_of(coding.get("system"), coding.get("code"), coding.get("display"))
         return found
 
-    def _lookup(self, system: object, code: object, display: object) -> frozenset[str]:
+    def valuesets_of(self, system: object, code: object, display: object = None) -> frozenset[str]:
         """The value sets of one coding: by code, or for an unlisted RxNorm product by ingredient."""
         key = normalise(system, code)
         if key is None:

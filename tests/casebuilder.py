@@ -2,7 +2,13 @@
 and a hook request, so case tables exercise the same parsing as live calls."""
 from __future__ import annotations
 
-from cds_service.model import HookRequest, PatientRecord
+import json
+from datetime import date
+from pathlib import Path
+
+from cds_service.facts import extract_facts
+from cds_service.hooks import orders_in_scope
+from cds_service.model import Facts, HookRequest, PatientRecord
 from cds_service.terminology import SHORT_SYSTEMS
 
 PATIENT_ID = "case-patient"
@@ -90,3 +96,20 @@ def build_case(case: dict, defaults: dict) -> tuple[HookRequest, PatientRecord]:
                        patient_id=PATIENT_ID, user_id="Practitioner/case", draft_orders=tuple(drafts),
                        selections=(f"ServiceRequest/{ORDER_ID}",))
     return hook, record
+
+
+CASES_DIR = Path(__file__).parent / "cases"
+
+
+def case_tables() -> list[dict]:
+    """Every guideline's case table (tests/cases/*.json), parsed."""
+    return [json.loads(path.read_text()) for path in sorted(CASES_DIR.glob("*.json"))]
+
+
+def case_facts(table: dict, case: dict, registry) -> Facts:
+    """Fresh facts (no memo shared with anything) for the one spine order of a case."""
+    hook, record = build_case(case, table.get("defaults", {}))
+    today = date.fromisoformat(case.get("today", table["today"]))
+    [order], every = orders_in_scope(hook, registry)
+    others = tuple(o for o in every if o.reference != order.reference)
+    return extract_facts(record, order, others, registry.tagger, today)

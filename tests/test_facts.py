@@ -9,6 +9,7 @@ import pytest
 
 from cds_service.facts import extract_facts
 from cds_service.model import PatientRecord, SpineOrder
+from cds_service.tagging import Tagger
 from cds_service.terminology import Terminology, normalise
 
 TABLE = json.loads((Path(__file__).parent / "tables" / "facts.json").read_text())
@@ -34,7 +35,7 @@ def test_facts(case, terminology, catalog):
         grouped.setdefault(resource["resourceType"], []).append(resource)
     record = PatientRecord(patient={"resourceType": "Patient", "id": "p"}, resources={k: tuple(v) for k, v in grouped.items()})
     order = SpineOrder("ServiceRequest/o", {"resourceType": "ServiceRequest", "id": "o"}, catalog.by_cpt["72148"])
-    facts = extract_facts(record, order, (), terminology, catalog, date(2026, 11, 22))
+    facts = extract_facts(record, order, (), Tagger(terminology, catalog), date(2026, 11, 22))
     got = {item.ref: item for item in facts.items}
     assert set(got) == {e["ref"] for e in case["expect"]}
     for expected in case["expect"]:
@@ -55,7 +56,7 @@ def test_order_reasons_become_findings_dated_today(terminology, catalog):
     order_resource = {"resourceType": "ServiceRequest", "id": "o",
                       "reasonCode": [{"coding": [{"system": "http://snomed.info/sct", "code": "279039007", "display": "Low back pain"}]}]}
     order = SpineOrder("ServiceRequest/o", order_resource, catalog.by_cpt["72148"])
-    facts = extract_facts(PatientRecord(patient=None, resources={}), order, (), terminology, catalog, date(2026, 11, 22))
+    facts = extract_facts(PatientRecord(patient=None, resources={}), order, (), Tagger(terminology, catalog), date(2026, 11, 22))
     [item] = facts.items
     assert (item.ref, item.when, item.valuesets, item.study) == ("ServiceRequest/o", date(2026, 11, 22), frozenset({"vs-lbp"}), None)
     assert "Low back pain" in item.display and facts.birth_date is None

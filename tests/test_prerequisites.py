@@ -6,38 +6,22 @@ prerequisites call out of reach is ever met by full evaluation.
 """
 from __future__ import annotations
 
-import json
-from datetime import date
-from pathlib import Path
-
 import pytest
 
-from casebuilder import build_case
+from casebuilder import case_facts as _facts
+from casebuilder import case_tables
 from cds_service.decision import APPROVE, approves, decide, guideline_for
 from cds_service.evaluation import evaluate_node
-from cds_service.facts import extract_facts
-from cds_service.hooks import orders_in_scope
 from cds_service.model import Status
 from cds_service.prerequisites import prerequisites, within_reach
 from cds_service.routing import Route
 
-CASES = Path(__file__).parent / "cases"
-
 
 def _tables():
-    for path in sorted(CASES.glob("*.json")):
-        yield pytest.param(json.loads(path.read_text()), id=path.stem)
+    return [pytest.param(table, id=table["guideline"]) for table in case_tables()]
 
 
-def _facts(table, case, registry):
-    hook, record = build_case(case, table.get("defaults", {}))
-    today = date.fromisoformat(case.get("today", table["today"]))
-    [order], every = orders_in_scope(hook, registry)
-    others = tuple(o for o in every if o.reference != order.reference)
-    return extract_facts(record, order, others, registry.terminology, registry.catalog, today)
-
-
-@pytest.mark.parametrize("table", list(_tables()))
+@pytest.mark.parametrize("table", _tables())
 def test_shortcut_agrees_with_full_decision_for_every_program(table, registry):
     compared = approved = 0
     for case in table["cases"]:
@@ -53,7 +37,7 @@ def test_shortcut_agrees_with_full_decision_for_every_program(table, registry):
     assert 0 < approved < compared  # the table exercises both answers
 
 
-@pytest.mark.parametrize("table", list(_tables()))
+@pytest.mark.parametrize("table", _tables())
 def test_rules_out_of_reach_are_never_met(table, registry):
     skipped = 0
     for case in table["cases"]:

@@ -65,7 +65,7 @@ def rule_status(case: dict, rule_id: str, registry) -> str:
     hook, record = build_case(case, CASES["defaults"])
     [order], _ = orders_in_scope(hook, registry)
     guideline = registry.guidelines[GUIDELINE]
-    facts = extract_facts(record, order, (), registry.terminology, registry.catalog, date.fromisoformat(CASES["today"]))
+    facts = extract_facts(record, order, (), registry.tagger, date.fromisoformat(CASES["today"]))
     rule = next(r for r in guideline.indications if r.id == rule_id)
     return evaluate_node(rule.criteria, facts, guideline).status.value
 
