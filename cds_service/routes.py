@@ -8,6 +8,7 @@ import time
 import uuid
 from datetime import date, datetime, timezone
 
+import orjson
 from flask import Blueprint, current_app, request
 from werkzeug.exceptions import HTTPException
 
@@ -102,7 +103,22 @@ def _authenticate() -> None:
 
 
 def _json_body() -> object:
-    raw = request.get_data(cache=False) or b"null"
+    return parse_json(request.get_data(cache=False) or b"null")
+
+
+def parse_json(raw: bytes) -> object:
+    """The parsed body.  orjson first: it parses a long chart about twice as fast as the standard
+    library, and refuses anything unusual — NaN, lone surrogate escapes, UTF-16, nesting beyond
+    1,024 levels — which then gets exactly the standard library's treatment as before (accepted,
+    or a 400 naming the problem).  The one thing orjson reads differently, an integer beyond 64
+    bits, becomes a float: no FHIR element we read holds such a number."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _strict_json(raw)
+
+
+def _strict_json(raw: bytes) -> object:
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:

@@ -118,3 +118,27 @@ def test_405_says_which_methods_are_allowed(client):
     response = client.delete("/cds-services")
     assert response.status_code == 405 and response.get_json()["resourceType"] == "OperationOutcome"
     assert {m.strip() for m in response.headers["Allow"].split(",")} >= {"GET", "OPTIONS"}
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"a": NaN, "b": -Infinity}', b'{"a": "\\ud800"}', b'{"a": "\\ud83d\\ude00"}', '{"a": "é"}'.encode("utf-16"),
+    '\ufeff{"a": 1}'.encode(), b"[" * 1100 + b"]" * 1100, b"[" * 5000 + b"]" * 5000, b"\xff", b'{"a": 1e400}',
+    b'{"a": 1, "a": 2}', b' {"a": [1.5, -0, true, null]} ', b'{"a": "\\u0000"}', b"", b"nul",
+])
+def test_the_fast_parser_accepts_and_refuses_what_the_standard_library_does(raw):
+    """routes.parse_json tries orjson first; whatever orjson refuses goes to the standard library,
+    so the set of accepted bodies, their values and the errors (400, never 500) are unchanged."""
+    from cds_service.errors import CdsBadRequest
+    from cds_service.routes import parse_json
+    try:
+        expected = json.loads(raw)
+    except (ValueError, RecursionError):
+        with pytest.raises(CdsBadRequest):
+            parse_json(raw)
+        return
+    if raw == b'{"a": "\\ud800"}':  # accepted by json.loads, refused by us: not Unicode text
+        with pytest.raises(CdsBadRequest, match="unpaired surrogate"):
+            parse_json(raw)
+        return
+    got = parse_json(raw)
+    assert json.dumps(got) == json.dumps(expected)
