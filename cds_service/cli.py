@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sqlite3
 import sys
 from datetime import date
 from pathlib import Path
 
-from .errors import CdsConfigError, CdsError
+from .errors import CdsConfigError
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -22,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the CDS Hooks service (gunicorn) on the embedded defaults")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
+    serve.add_argument("--workers", type=int, default=None,
+                       help="gunicorn worker processes (default: WEB_CONCURRENCY, else 2 x cores + 1)")
     evaluate = commands.add_parser(
         "evaluate", help="print the hook response for a request file, or summarise a folder / NDJSON file of them")
     evaluate.add_argument("request", type=Path,
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args) -> int:
-    from .server import run
-    run(args.host, args.port, args.workers)
+    from .server import default_workers, run
+    run(args.host, args.port, args.workers or default_workers())
     return 0
 
 

@@ -14,7 +14,7 @@ from datetime import date
 
 from . import questionnaires
 from .cards import stable_uuid
-from .decision import ALTERNATIVE, APPROVE, DOCUMENTATION, INCOMPLETE, NO_POLICY, Decision
+from .decision import ALTERNATIVE, APPROVE, INCOMPLETE, NO_POLICY, Decision
 
 EXT = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
 REASONS = "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp"

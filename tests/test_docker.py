@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import runpy
 import shlex
 from pathlib import Path
@@ -146,8 +147,9 @@ def load_conf(monkeypatch, **env) -> dict:
 def test_gunicorn_conf_defines_the_serving_settings(monkeypatch):
     conf = load_conf(monkeypatch)
     assert conf["bind"] == "0.0.0.0:8080"
-    assert conf["workers"] == 2
-    assert conf["worker_class"] == "gthread" and conf["threads"] == 4
+    assert conf["workers"] == 2 * len(os.sched_getaffinity(0)) + 1
+    assert conf["worker_class"] == "gthread" and conf["threads"] == 2
+    assert conf["reuse_port"] is True  # the kernel spreads connections over the workers
     assert conf["timeout"] == 30 and conf["graceful_timeout"] == 20
     assert conf["accesslog"] is None  # access logs carry URLs: off by default
     assert conf["preload_app"] is False

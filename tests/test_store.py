@@ -317,3 +317,32 @@ def test_concurrent_feedback_from_separate_connections(database):
     with Store(database) as check:
         assert check.count_feedback() == len(items)
 
+
+
+def test_sqlite_writers_of_several_processes_take_turns_on_a_file_lock(tmp_path):
+    """A second writer waits for the turn (no SQLite busy-handler sleeps) and writes as soon as
+    it is given back; held too long, the store answers 'unavailable' instead of hanging."""
+    from cds_service.store_schema import StoreUnavailable
+    from cds_service.store_sqlite import WriterTurn
+    path = tmp_path / "s.sqlite3"
+    with Store(str(path)) as first, Store(str(path)) as second:
+        holder = WriterTurn(str(path) + ".lock")  # as another process would hold it
+        holder.take(1.0)
+        done = threading.Event()
+        writer = threading.Thread(target=lambda: (_decide(second, "held"), done.set()))
+        writer.start()
+        assert not done.wait(0.3)  # waiting for its turn
+        holder.give_back()
+        assert done.wait(5)
+        writer.join()
+        _decide(first, "after")
+        assert first.count_decisions() == 2
+        holder.take(1.0)
+        with pytest.raises(StoreUnavailable):
+            second._db._turn.take(0.2)
+        holder.give_back()
+        holder.close()
+
+
+def _decide(store: Store, card: str) -> None:
+    store.record_decision(card, "svc", "order-select", "h", "ServiceRequest/1", "p", "g", "i", "approve", [], "t")
