@@ -31,7 +31,7 @@ APPS = {"service": "cds_service:create_app()", "floor": "bench.floor:create_floo
 def bench_settings(database: Path, **overrides: str) -> dict[str, str]:
     """The service's benchmark settings (why each: bench/README.md): auth off, a SQLite file as in
     production (WAL, synchronous=FULL), a fixed "today", warnings only."""
-    return {"SPINE_CDS_AUTH": "off", "SPINE_CDS_DATABASE": os.environ.get("XDB") or str(database), "SPINE_CDS_TODAY": "2026-11-22",
+    return {"SPINE_CDS_AUTH": "off", "SPINE_CDS_DATABASE": str(database), "SPINE_CDS_TODAY": "2026-11-22",
             "SPINE_CDS_LOG_LEVEL": "WARNING", **overrides}
 
 
