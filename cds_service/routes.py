@@ -10,7 +10,7 @@ from datetime import date, datetime, timezone
 
 import orjson
 from flask import Blueprint, current_app, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .audit import decision_rows, failed_call_record, hook_call_record
 from .auth import audience_for
@@ -103,7 +103,20 @@ def _authenticate() -> None:
 
 
 def _json_body() -> object:
-    return parse_json(request.get_data(cache=False) or b"null")
+    return parse_json(_raw_body() or b"null")
+
+
+def _raw_body() -> bytes:
+    """The request body.  With a Content-Length within ``MAX_CONTENT_LENGTH`` it is read in one
+    call: werkzeug's size-limited stream reads 64 KB at a time into a bytearray and copies it
+    again, which under gunicorn cost a long chart about 0.3 ms.  A larger Content-Length is 413,
+    as werkzeug would answer; without one (chunked), werkzeug's stream enforces the limit."""
+    length, limit = request.content_length, current_app.config["MAX_CONTENT_LENGTH"]
+    if length is None:
+        return request.get_data(cache=False)
+    if limit is not None and length > limit:
+        raise RequestEntityTooLarge()
+    return request.environ["wsgi.input"].read(length)
 
 
 def parse_json(raw: bytes) -> object:

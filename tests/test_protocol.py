@@ -154,6 +154,21 @@ def test_body_over_the_limit_is_413(make_app):
     assert response.status_code == 413 and response.get_json()["resourceType"] == "OperationOutcome"
 
 
+@pytest.mark.parametrize("size,status", [(5000, 413), (900, 400)])
+def test_a_chunked_body_without_content_length_is_held_to_the_limit_too(make_app, size, status):
+    """routes._raw_body reads a body with a Content-Length in one call; one without (chunked)
+    goes through werkzeug's limited stream, so the limit holds either way."""
+    import io
+
+    from werkzeug.test import EnvironBuilder
+    client = make_app(SPINE_CDS_MAX_REQUEST_BYTES="1000").test_client()
+    environ = EnvironBuilder(path=SELECT, method="POST", input_stream=io.BytesIO(b"[" + b" " * (size - 2) + b"]"),
+                             content_type="application/json", environ_overrides={"wsgi.input_terminated": True}).get_environ()
+    del environ["CONTENT_LENGTH"]
+    response = client.open(environ)
+    assert response.status_code == status and response.get_json()["resourceType"] == "OperationOutcome"
+
+
 def test_one_decision_card_per_selected_spine_order(secured, token):
     response = post(secured, token, SELECT, load("order-select-lumbar-mri.json"))
     assert response.status_code == 200
