@@ -9,7 +9,6 @@ documentation needed has a Questionnaire (questionnaires.py), its canonical URL 
 """
 from __future__ import annotations
 
-import copy
 from datetime import date
 
 from . import questionnaires
@@ -24,7 +23,7 @@ def coverage_action(decision: Decision, hook: str, hook_instance: str, today: da
     """The ``update`` systemAction for one decided order, or None without a Coverage."""
     if decision.route.coverage is None:
         return None
-    order = copy.deepcopy(decision.order.resource)
+    order = dict(decision.order.resource)  # a new top level: only its extension list is replaced, never mutated
     existing = order.get("extension") if isinstance(order.get("extension"), list) else []
     order["extension"] = [e for e in existing if isinstance(e, dict) and e.get("url") != EXT]
     order["extension"].append(coverage_extension(decision, hook, hook_instance, today))

@@ -95,7 +95,7 @@ class _Combination(Criterion):
         self.decisive, self.other = (NOT_MET, MET) if combinator == "all" else (MET, NOT_MET)
 
     def compute(self, facts: Facts) -> Result:
-        children = tuple(child.evaluate(facts) for child in self.children)
+        children = tuple([child.evaluate(facts) for child in self.children])
         statuses = {child.status for child in children}
         if self.decisive in statuses:
             status = self.decisive
@@ -104,7 +104,8 @@ class _Combination(Criterion):
         else:
             status = UNKNOWN
         used = children if status is UNKNOWN else [c for c in children if c.status is status]
-        evidence = tuple(dict.fromkeys(ref for c in used for ref in c.evidence))
+        refs = [ref for c in used if c.evidence for ref in c.evidence]
+        evidence = tuple(dict.fromkeys(refs)) if refs else ()
         met_on = self._met_on(children) if status is UNKNOWN else None
         return Result(status, self.label, evidence, met_on=met_on, children=children, combinator=self.combinator)
 

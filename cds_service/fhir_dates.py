@@ -12,6 +12,11 @@ def parse_date(value: object) -> date | None:
     """The calendar date of a FHIR date/dateTime string, or None."""
     if not isinstance(value, str) or len(value) < 4:
         return None
+    if len(value) >= 10 and value[4] == "-" and value[7] == "-":
+        try:
+            return date.fromisoformat(value[:10])  # the usual full date, parsed in C
+        except ValueError:
+            pass
     parts = value[:10].split("-")
     try:
         year = int(parts[0])
@@ -39,9 +44,13 @@ def period_end(resource: dict, field: str) -> date | None:
     return parse_date(value.get("end")) if isinstance(value, dict) else None
 
 
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def human_date(value: date) -> str:
-    """A date as clinicians read it: 3 Dec 2026."""
-    return f"{value.day} {value.strftime('%b %Y')}"
+    """A date as clinicians read it: 3 Dec 2026 (English month names whatever the server's locale,
+    which ``strftime('%b')`` would follow)."""
+    return f"{value.day} {MONTHS[value.month - 1]} {value.year}"
 
 
 def lower_first(text: str) -> str:

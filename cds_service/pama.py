@@ -8,7 +8,6 @@ CRD coverage information instead; the two never mix.
 """
 from __future__ import annotations
 
-import copy
 
 from .cards import stable_uuid
 from .decision import ALTERNATIVE, APPROVE, NO_POLICY, Decision
@@ -24,7 +23,7 @@ def pama_action(decision: Decision, hook_instance: str) -> dict | None:
     rating = RATINGS.get(decision.outcome)
     if rating is None or decision.route.coverage is not None:
         return None
-    order = copy.deepcopy(decision.order.resource)
+    order = dict(decision.order.resource)  # a new top level: only its extension list is replaced, never mutated
     existing = order.get("extension") if isinstance(order.get("extension"), list) else []
     order["extension"] = [e for e in existing if isinstance(e, dict) and e.get("url") not in (RATING_URL, CONSULT_ID_URL)]
     order["extension"] += [

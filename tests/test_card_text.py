@@ -64,3 +64,12 @@ def _documentation(card, decision):
     met_on = decision.indication.result.met_on
     if met_on and not decision.blocking_gates:
         assert day(met_on) in card["summary"] and decision_extension(decision)["metOn"] == met_on.isoformat()
+
+
+def test_dates_read_as_clinicians_write_them():
+    """Day, English month abbreviation, year — from a table, not strftime('%b'), which follows
+    the server's locale."""
+    from datetime import date
+
+    from cds_service.fhir_dates import human_date
+    assert [human_date(date(2026, m, d)) for m, d in ((1, 3), (5, 31), (12, 1))] == ["3 Jan 2026", "31 May 2026", "1 Dec 2026"]

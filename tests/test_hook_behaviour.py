@@ -108,3 +108,27 @@ def test_a_zero_repeat_window_turns_the_check_off(make_app):
     select = sample("radiculopathy-conservative-care-failed")
     client.post(SELECT, json=select)
     assert len(client.post(SIGN, json=as_sign(select)).get_json()["cards"]) == 1
+
+
+@pytest.mark.parametrize("name,hook", [("radiculopathy-conservative-care-failed", "order-select"),  # PAMA rating
+                                       ("order-sign-with-coverage", "order-sign")])               # CRD coverage info
+def test_system_actions_never_change_the_draft_orders_they_update(registry, name, hook):
+    """coverage_info and pama copy only the order's top level and replace its extension list."""
+    from datetime import date
+
+    from cds_service.hook_request import parse_hook_request
+    from cds_service.hooks import respond
+    from cds_service.patient_record import build_record, read_prefetch
+    body = sample(name)
+    for entry in body["context"]["draftOrders"]["entry"]:
+        entry["resource"]["extension"] = [{"url": "http://example.org/keep", "valueString": "x"}]
+    request = parse_hook_request(body, hook)
+    before = copy.deepcopy(request.draft_orders)
+    record = build_record(request.patient_id, read_prefetch(request.prefetch)[0])
+    response, _ = respond(request, record, registry, "nia", date(2026, 11, 22))
+    actions = response.get("systemActions", []) + response.get("extension", {}).get("systemActions", [])
+    assert actions
+    assert request.draft_orders == before
+    for action in actions:
+        urls = [e["url"] for e in action["resource"]["extension"]]
+        assert urls[0] == "http://example.org/keep" and len(urls) > 1
