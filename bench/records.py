@@ -60,6 +60,11 @@ MIX = [("conditions", 0.22), ("procedures", 0.20), ("medicationRequests", 0.14),
        ("imagingStudies", 0.02), ("diagnosticReports", 0.03), ("serviceRequests", 0.02), ("questionnaireResponses", 0.01)]
 """Share of each key in the generated part of the record (observations dominate real charts)."""
 
+SPINE_CODES = frozenset({"M54.16", "M54.50", "M51.26", "M48.061", "279039007", "97110", "97140", "98940", "72100",
+                         "197807", "198440", "310431", "197591"})
+"""Codes some spine guideline reads: left out of a ``background`` record, so the decision is the
+template's own (e.g. documentation needed) however long the chart grows."""
+
 
 def _concept(system: str, code: str, display: str) -> dict:
     return {"coding": [{"system": system, "code": code, "display": display}], "text": display}
@@ -69,20 +74,24 @@ def _day(rng: random.Random) -> str:
     return (TODAY - timedelta(days=rng.randint(1, 3 * 365))).isoformat()
 
 
-def _resource(key: str, rid: str, patient: dict, rng: random.Random) -> dict:
-    """One random resource for ``key`` (plain dicts, as a FHIR server would send them)."""
+def _resource(key: str, rid: str, patient: dict, rng: random.Random, skip: frozenset[str] = frozenset()) -> dict:
+    """One random resource for ``key`` (plain dicts, as a FHIR server would send them), with no
+    code in ``skip``."""
     subject = {"reference": f"Patient/{patient['id']}"}
+
+    def pick(options: list[tuple]) -> tuple:
+        return rng.choice([o for o in options if o[1] not in skip] if skip else options)
     if key == "conditions":
-        return {"resourceType": "Condition", "id": rid, "subject": subject, "code": _concept(*rng.choice(CONDITIONS)),
+        return {"resourceType": "Condition", "id": rid, "subject": subject, "code": _concept(*pick(CONDITIONS)),
                 "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
                                                "code": rng.choice(["active", "active", "resolved"])}]},
                 "onsetDateTime": _day(rng)}
     if key == "procedures":
         return {"resourceType": "Procedure", "id": rid, "status": "completed", "subject": subject,
-                "code": _concept(*rng.choice(PROCEDURES)), "performedDateTime": _day(rng)}
+                "code": _concept(*pick(PROCEDURES)), "performedDateTime": _day(rng)}
     if key == "medicationRequests":
         return {"resourceType": "MedicationRequest", "id": rid, "status": rng.choice(["active", "completed", "stopped"]),
-                "intent": "order", "subject": subject, "medicationCodeableConcept": _concept(*rng.choice(MEDICATIONS)),
+                "intent": "order", "subject": subject, "medicationCodeableConcept": _concept(*pick(MEDICATIONS)),
                 "authoredOn": _day(rng)}
     if key == "observations":
         code, name, unit, low, high = rng.choice(OBSERVATIONS)
@@ -91,7 +100,7 @@ def _resource(key: str, rid: str, patient: dict, rng: random.Random) -> dict:
                 "valueQuantity": {"value": round(rng.uniform(low, high), 1), "unit": unit,
                                   "system": "http://unitsofmeasure.org", "code": unit}}
     if key == "imagingStudies":
-        system, code, name, modality = rng.choice(IMAGING)
+        system, code, name, modality = pick(IMAGING)
         return {"resourceType": "ImagingStudy", "id": rid, "status": "available", "subject": subject,
                 "started": _day(rng), "procedureCode": [_concept(system, code, name)],
                 "modality": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": modality}]}
@@ -100,7 +109,7 @@ def _resource(key: str, rid: str, patient: dict, rng: random.Random) -> dict:
                 "code": _concept(LOINC, "24323-8", "Comprehensive metabolic 2000 panel"), "effectiveDateTime": _day(rng)}
     if key == "serviceRequests":
         return {"resourceType": "ServiceRequest", "id": rid, "status": "completed", "intent": "order",
-                "subject": subject, "code": _concept(*rng.choice(PROCEDURES)), "authoredOn": _day(rng)}
+                "subject": subject, "code": _concept(*pick(PROCEDURES)), "authoredOn": _day(rng)}
     return {"resourceType": "QuestionnaireResponse", "id": rid, "status": "completed", "subject": subject,
             "questionnaire": "http://example.org/fhir/Questionnaire/phq-9", "authored": _day(rng),
             "item": [{"linkId": "total", "answer": [{"valueInteger": rng.randint(0, 27)}]}]}
@@ -112,9 +121,11 @@ def _bundle(resources: list[dict]) -> dict:
             "entry": [{"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r} for r in resources]}
 
 
-def build_request(size: int, seed: int = 20261122) -> dict:
-    """An order-select request whose prefetch holds ``size`` clinical resources (all keys present)."""
-    request = json.loads(TEMPLATE.read_text())
+def build_request(size: int, seed: int = 20261122, template: Path = TEMPLATE, background: bool = False) -> dict:
+    """An order-select request whose prefetch holds ``size`` clinical resources (all keys present),
+    built around ``template`` (a sample request of cds_service/samples/); with ``background`` the
+    added resources name nothing a spine guideline reads (:data:`SPINE_CODES`)."""
+    request = json.loads(template.read_text())
     request["hookInstance"] = HOOK_INSTANCE
     prefetch = request["prefetch"]
     patient = prefetch["patient"]
@@ -126,7 +137,7 @@ def build_request(size: int, seed: int = 20261122) -> dict:
     have = sum(len(v) for v in by_key.values())
     keys, weights = zip(*MIX)
     for n, key in enumerate(rng.choices(keys, weights, k=max(0, size - have))):
-        by_key.setdefault(key, []).append(_resource(key, f"bench-{n}", patient, rng))
+        by_key.setdefault(key, []).append(_resource(key, f"bench-{n}", patient, rng, SPINE_CODES if background else frozenset()))
     for key in PREFETCH:
         if key not in ("patient", "coverage"):
             prefetch[key] = _bundle(by_key.get(key, []))
@@ -134,9 +145,9 @@ def build_request(size: int, seed: int = 20261122) -> dict:
     return request
 
 
-def request_body(size: int) -> bytes:
+def request_body(size: int, template: Path = TEMPLATE, background: bool = False) -> bytes:
     """The serialised request, with :data:`HOOK_INSTANCE` as a placeholder."""
-    return json.dumps(build_request(size), separators=(",", ":")).encode()
+    return json.dumps(build_request(size, template=template, background=background), separators=(",", ":")).encode()
 
 
 def with_instance(body: bytes, instance: str) -> bytes:

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere, as a script
 
 from bench.floor import create_floor_app  # noqa: E402
-from bench.records import build_request, request_body, resource_count, with_instance  # noqa: E402
+from bench.records import TEMPLATE, build_request, request_body, resource_count, with_instance  # noqa: E402
 from bench.servers import PATH, Server, ServerConfig, bench_settings, server_env  # noqa: E402
 from cds_service import close_app, create_app  # noqa: E402
 
@@ -100,62 +100,76 @@ def timed(call, body: bytes) -> float:
     return elapsed
 
 
-def measure(floor, service, body: bytes, iterations: int, warmup: int) -> tuple[list[float], list[float]]:
-    """Warm up both, then alternate floor and service (and which goes first) so noise hits both."""
+APPS = ("floor", "floor-orjson", "service")
+
+
+def measure(callers: dict, body: bytes, iterations: int, warmup: int) -> dict[str, list[float]]:
+    """Warm up every app, then call each once per iteration, rotating which goes first, so
+    machine noise hits all of them alike."""
     for _ in range(warmup):
-        timed(floor, body), timed(service, body)
-    floor_ms, service_ms = [], []
+        for call in callers.values():
+            timed(call, body)
+    samples: dict[str, list[float]] = {name: [] for name in callers}
+    names = list(callers)
     for i in range(iterations):
-        if i % 2:
-            service_ms.append(timed(service, body))
-            floor_ms.append(timed(floor, body))
-        else:
-            floor_ms.append(timed(floor, body))
-            service_ms.append(timed(service, body))
-    return floor_ms, service_ms
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            samples[name].append(timed(callers[name], body))
+    return samples
 
 
-def service_settings(workdir: Path, transport: str) -> dict[str, str]:
+def service_settings(workdir: Path, transport: str, extra: dict[str, str]) -> dict[str, str]:
     """The service's settings for one transport (its own SQLite file in ``workdir``)."""
-    return bench_settings(workdir / f"bench-{transport}.sqlite3", **OVERRIDES)
+    return bench_settings(workdir / f"bench-{transport}.sqlite3", **{**OVERRIDES, **extra})
 
 
-def callers(transport: str, workdir: Path, stack) -> tuple:
-    """(floor, service) callers for ``transport``; closed when ``stack`` unwinds."""
+def make_callers(transport: str, workdir: Path, stack, extra: dict[str, str]) -> dict:
+    """Callers of the two floors and the service for ``transport``; closed when ``stack`` unwinds."""
+    settings = service_settings(workdir, transport, extra)
     if transport == "http":
-        floor = stack.enter_context(closing(HttpCaller("floor", dict(os.environ), workdir)))
-        service = stack.enter_context(closing(HttpCaller("service", server_env(service_settings(workdir, transport)),
-                                                         workdir)))
-        return floor, service
-    service_app = create_app(service_settings(workdir, transport))
+        return {name: stack.enter_context(closing(HttpCaller(name, server_env(settings) if name == "service"
+                                                              else dict(os.environ), workdir)))
+                for name in APPS}
+    service_app = create_app(settings)
     stack.callback(close_app, service_app)
     gc.collect()
     gc.freeze()  # as the server's post_worker_init does (cds_service/server.py)
-    return TestClientCaller(create_floor_app()), TestClientCaller(service_app)
+    return {"floor": TestClientCaller(create_floor_app()), "floor-orjson": TestClientCaller(create_floor_app("orjson")),
+            "service": TestClientCaller(service_app)}
 
 
-def run(sizes: list[int], iterations: int, warmup: int, transports: list[str]) -> dict:
+def run(sizes: list[int], iterations: int, warmup: int, transports: list[str], extra: dict[str, str],
+        template: Path = TEMPLATE, background: bool = False) -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="spine-cds-bench-") as tmp:
         for transport in transports:
             with ExitStack() as stack:
-                floor, service = callers(transport, Path(tmp), stack)
+                callers = make_callers(transport, Path(tmp), stack, extra)
                 for size in sizes:
-                    request = build_request(size)
-                    body = request_body(size)
-                    cards = json.loads(service(with_instance(body, str(uuid.uuid4())))[1])["cards"]
-                    progress(f"[{transport}] size {size}: {resource_count(request)} resources, "
-                             f"{len(body) / 1024:.0f} KiB, {len(cards)} card(s); {iterations} iterations ...")
-                    floor_ms, service_ms = measure(floor, service, body, iterations, warmup)
-                    row = {"transport": transport, "size": size, "resources": resource_count(request),
-                           "body_kib": round(len(body) / 1024, 1), "cards": len(cards), "iterations": iterations}
-                    for name, samples in (("floor", floor_ms), ("service", service_ms)):
-                        row[f"{name}_p50_ms"] = round(percentile(samples, 50), 3)
-                        row[f"{name}_p99_ms"] = round(percentile(samples, 99), 3)
-                    row["ratio_p50"] = round(row["service_p50_ms"] / row["floor_p50_ms"], 2)
-                    row["ratio_p99"] = round(row["service_p99_ms"] / row["floor_p99_ms"], 2)
-                    rows.append(row)
-    return {"rows": rows, "targets": targets(rows)}
+                    rows.append(measure_size(transport, size, callers, iterations, warmup, template, background))
+    return {"rows": rows, "targets": targets(rows), "service_settings": extra,
+            "sample": template.stem + (" + background" if background else "")}
+
+
+def measure_size(transport: str, size: int, callers: dict, iterations: int, warmup: int, template: Path,
+                 background: bool) -> dict:
+    request = build_request(size, template=template, background=background)
+    body = request_body(size, template, background)
+    cards = json.loads(callers["service"](with_instance(body, str(uuid.uuid4())))[1])["cards"]
+    outcomes = [c["extension"]["spine-cds.decision"]["outcome"] for c in cards]
+    progress(f"[{transport}] size {size}: {resource_count(request)} resources, "
+             f"{len(body) / 1024:.0f} KiB, card(s): {', '.join(outcomes) or 'none'}; {iterations} iterations ...")
+    samples = measure(callers, body, iterations, warmup)
+    row = {"transport": transport, "size": size, "resources": resource_count(request),
+           "body_kib": round(len(body) / 1024, 1), "outcomes": outcomes, "iterations": iterations}
+    for name in APPS:
+        key = name.replace("-", "_")
+        row[f"{key}_p50_ms"] = round(percentile(samples[name], 50), 3)
+        row[f"{key}_p99_ms"] = round(percentile(samples[name], 99), 3)
+    for floor in ("floor", "floor_orjson"):
+        suffix = "" if floor == "floor" else "_orjson"
+        row[f"ratio_p50{suffix}"] = round(row["service_p50_ms"] / row[f"{floor}_p50_ms"], 2)
+        row[f"ratio_p99{suffix}"] = round(row["service_p99_ms"] / row[f"{floor}_p99_ms"], 2)
+    return row
 
 
 def targets(rows: list[dict]) -> list[dict]:
@@ -177,15 +191,18 @@ def targets(rows: list[dict]) -> list[dict]:
 
 
 def print_table(result: dict) -> None:
-    head = ("transport", "size", "resources", "KiB", "cards", "floor p50", "floor p99",
-            "service p50", "service p99", "ratio p50", "ratio p99")
-    lines = [head] + [(r["transport"], r["size"], r["resources"], r["body_kib"], r["cards"],
-                       f"{r['floor_p50_ms']:.2f}", f"{r['floor_p99_ms']:.2f}", f"{r['service_p50_ms']:.2f}",
-                       f"{r['service_p99_ms']:.2f}", f"{r['ratio_p50']:.2f}x", f"{r['ratio_p99']:.2f}x")
-                      for r in result["rows"]]
+    head = ("transport", "size", "resources", "KiB", "floor p50", "floor p99", "orjson floor p50",
+            "service p50", "service p99", "ratio p50", "ratio p99", "ratio p50 (orjson floor)")
+    lines = [head] + [(r["transport"], r["size"], r["resources"], r["body_kib"],
+                       f"{r['floor_p50_ms']:.2f}", f"{r['floor_p99_ms']:.2f}", f"{r['floor_orjson_p50_ms']:.2f}",
+                       f"{r['service_p50_ms']:.2f}", f"{r['service_p99_ms']:.2f}", f"{r['ratio_p50']:.2f}x",
+                       f"{r['ratio_p99']:.2f}x", f"{r['ratio_p50_orjson']:.2f}x") for r in result["rows"]]
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     fmt = lambda line: "| " + " | ".join(str(v).rjust(w) for v, w in zip(line, widths)) + " |"  # noqa: E731
-    print("latency in ms; ratio = service / floor")
+    settings = ", ".join(f"{k}={v}" for k, v in result["service_settings"].items()) or "defaults"
+    outcomes = sorted({o for r in result["rows"] for o in r["outcomes"]})
+    print(f"latency in ms; ratio = service / floor; sample {result['sample']} (card: {', '.join(outcomes)}); "
+          f"service settings: {settings}")
     print(fmt(lines[0]))
     print("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
     for line in lines[1:]:
@@ -203,7 +220,7 @@ def profile(size: int, calls: int) -> None:
     frames above ``routes.call_service`` would otherwise fill the top 15 with 100% entries.
     """
     tmp = tempfile.TemporaryDirectory(prefix="spine-cds-profile-")
-    service_app = create_app(service_settings(Path(tmp.name), "profile"))
+    service_app = create_app(service_settings(Path(tmp.name), "profile", {}))
     try:
         call, body = TestClientCaller(service_app), request_body(size)
         for _ in range(3):
@@ -226,7 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="50,500,5000", help="comma-separated resource counts (default 50,500,5000)")
     parser.add_argument("--iterations", type=int, default=100, help="measured calls per app and size (default 100)")
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured calls per app and size first (default 5)")
-    parser.add_argument("--http", action="store_true", help="also measure over a loopback HTTP server")
+    parser.add_argument("--http", action="store_true", help="also measure over loopback HTTP (gunicorn, own process)")
+    parser.add_argument("--sample", default=TEMPLATE.stem, metavar="NAME",
+                        help=f"the cds_service/samples/ request to build records around (default {TEMPLATE.stem})")
+    parser.add_argument("--background", action="store_true",
+                        help="added resources name nothing a spine guideline reads (the sample's own decision stands)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a service setting for this run, e.g. SPINE_CDS_COMPARE_PROGRAMS=off (repeatable)")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     parser.add_argument("--profile", type=int, metavar="SIZE", help="instead: cProfile the service at SIZE")
     parser.add_argument("--profile-calls", type=int, default=20, help="service calls to profile (default 20)")
@@ -235,8 +258,15 @@ def main(argv: list[str] | None = None) -> int:
         profile(args.profile, args.profile_calls)
         return 0
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    extra = dict(item.split("=", 1) for item in args.set if "=" in item)
+    if len(extra) != len(args.set) or not all(k.startswith("SPINE_CDS_") for k in extra):
+        raise SystemExit("--set takes SPINE_CDS_<NAME>=<value> (the README's settings table lists them)")
     started = time.perf_counter()
-    result = run(sizes, args.iterations, args.warmup, ["test-client"] + (["http"] if args.http else []))
+    template = TEMPLATE.with_name(f"{args.sample}.json")
+    if not template.is_file():
+        raise SystemExit(f"--sample: no {template}; the names are the files of cds_service/samples/ without .json")
+    result = run(sizes, args.iterations, args.warmup, ["test-client"] + (["http"] if args.http else []), extra, template,
+                 args.background)
     progress(f"done in {time.perf_counter() - started:.0f} s")
     print_table(result)
     if args.json:

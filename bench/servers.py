@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PATH = "/cds-services/spine-imaging-order-select"
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 CONF = str(ROOT / "docker" / "gunicorn.conf.py")
-APPS = {"service": "cds_service:create_app()", "floor": "bench.floor:create_floor_app()"}
+APPS = {"service": "cds_service:create_app()", "floor": "bench.floor:create_floor_app()",
+        "floor-orjson": "bench.floor:create_floor_app('orjson')"}
 
 
 def bench_settings(database: Path, **overrides: str) -> dict[str, str]:
