@@ -174,6 +174,33 @@ def test_metrics_merge_every_worker(served):
     assert app.stop() == 0
 
 
+def test_keep_alive_connections_are_spread_over_the_workers(served):
+    """SO_REUSEPORT (server.py): each worker listens on its own socket and the kernel hashes every
+    new connection to one of them (all 16 on one worker: odds of 2 in 2**16).  With one shared
+    socket, keep-alive connections opened at once (as a load balancer or wrk opens them) all went
+    to one worker, which then did every call while the other core idled: this test failed 4 runs
+    in 4 with reuse_port off."""
+    import http.client
+    app = served(workers=2)
+    app.booted(workers=2)
+    connections = [http.client.HTTPConnection("127.0.0.1", app.port, timeout=PATIENCE_S) for _ in range(16)]
+    for conn in connections:
+        conn.connect()
+    callers = set()
+    for _ in range(2):
+        for conn in connections:  # the same 8 connections, kept alive
+            body = sample() | {"hookInstance": str(uuid.uuid4())}
+            conn.request("POST", SELECT, body=json.dumps(body), headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            assert response.status == 200 and response.getheader("Connection") != "close"
+            response.read()
+            callers.add(app.pid_of(body["hookInstance"]))
+    for conn in connections:
+        conn.close()
+    assert len(callers) == 2
+    assert app.stop() == 0
+
+
 def test_sigterm_lets_the_call_in_flight_finish_then_closes_and_exits_0(served):
     body = sample()
     conditions = [e["resource"] for e in body["prefetch"].pop("conditions")["entry"]]
