@@ -150,7 +150,11 @@ def approves(facts: Facts, guideline: Guideline | None, catalog: StudyCatalog) -
     """Whether :func:`decide` would approve (no data gaps) — for the comparison with other
     programs, evaluating only what can change that answer.  Tested equal to
     ``decide(...).outcome == APPROVE`` on every case table and program."""
-    return guideline is not None and guideline.encoded and _verdict(facts, guideline, catalog).outcome == APPROVE
+    if guideline is None or not guideline.encoded:
+        return False
+    if not any(r.status == Status.MET for r in _reachable(guideline.indications, facts, guideline)):
+        return False  # most comparisons end here, before any alternative or gate is looked at
+    return _verdict(facts, guideline, catalog).outcome == APPROVE  # the met indication is memoised
 
 
 def _met_alternative(results, when: str, facts: Facts, catalog: StudyCatalog):
