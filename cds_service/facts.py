@@ -14,7 +14,7 @@ from datetime import date
 from .fhir_dates import first_date, parse_date, period_end
 from .model import ClinicalItem, Facts, PatientRecord, SpineOrder, Study
 from .questionnaires import ATTESTED, CANONICAL_BASE, DENIED
-from .tagging import Tagger
+from .tagging import Tagger, codings_of
 
 IGNORED_STATUSES = frozenset({"entered-in-error", "refuted", "not-done", "cancelled", "revoked", "draft"})
 INACTIVE_CLINICAL = frozenset({"inactive", "remission", "resolved"})
@@ -33,15 +33,6 @@ def extract_facts(record: PatientRecord, order: SpineOrder, other_orders: tuple[
     birth = parse_date(record.patient.get("birthDate")) if isinstance(record.patient, dict) else None
     return Facts(today=today, birth_date=birth, items=tuple(items), order=order,
                  other_orders=tuple(other_orders))
-
-
-def codings_of(concept: object) -> list[dict]:
-    """The codings of a CodeableConcept (or a list of them), tolerating junk."""
-    if isinstance(concept, list):
-        return [c for item in concept for c in codings_of(item)]
-    if isinstance(concept, dict) and isinstance(concept.get("coding"), list):
-        return [c for c in concept["coding"] if isinstance(c, dict)]
-    return []
 
 
 def _text_of(concept: object, fallback: str) -> str:
@@ -67,7 +58,7 @@ def _status_code(value: object) -> str | None:
     return _text_value(codings[0].get("code")) if codings else None
 
 
-def _usable(resource: object) -> bool:
+def _usable(resource: dict) -> bool:
     """A resource with an id whose status does not void it."""
     return isinstance(resource.get("id"), str) and _text_value(resource.get("status")) not in IGNORED_STATUSES
 
@@ -85,12 +76,13 @@ class _Reader:
         return (self.conditions, self.observations, self.procedures, self.medications,
                 self.imaging_studies, self.reports, self.service_requests, self.attestations)
 
-    def _tagged(self, rtype: str, field: str) -> Iterator[tuple[dict, tuple[frozenset[str], Study | None]]]:
-        """(resource, tags) of the usable resources of ``rtype`` whose ``field`` names something."""
+    def _tagged(self, rtype: str, field: str, other: str | None = None) -> Iterator[tuple[dict, tuple[frozenset[str], Study | None]]]:
+        """(resource, tags) of the usable resources of ``rtype`` whose ``field`` (or ``other``)
+        names something."""
         tags = self.tags
         for resource in self.record.of_type(rtype):
             if isinstance(resource, dict):
-                found = tags(resource.get(field))
+                found = tags(resource.get(field), resource.get(other)) if other else tags(resource.get(field))
                 if found is not None and _usable(resource):
                     yield resource, found
 
@@ -119,13 +111,9 @@ class _Reader:
                              status="inactive" if clinical in INACTIVE_CLINICAL else "active")
 
     def observations(self) -> Iterator[ClinicalItem]:
-        tags_of = self.tags
-        for res in self.record.of_type("Observation"):
-            if not isinstance(res, dict):
-                continue
-            tags = tags_of(res.get("code"), res.get("valueCodeableConcept"))
-            if tags is None or res.get("valueBoolean") is False or not _usable(res):
-                continue  # valueBoolean false: the finding was looked for and is absent
+        for res, tags in self._tagged("Observation", "code", "valueCodeableConcept"):
+            if res.get("valueBoolean") is False:
+                continue  # the finding was looked for and is absent
             quantity = res.get("valueQuantity") if isinstance(res.get("valueQuantity"), dict) else {}
             value = quantity.get("value") if isinstance(quantity.get("value"), (int, float)) else None
             yield self._make(res, tags, res.get("code"),
@@ -156,23 +144,15 @@ class _Reader:
                                      status="active" if _text_value(res.get("status")) in (None, "active") else "completed")
 
     def imaging_studies(self) -> Iterator[ClinicalItem]:
-        for res in self.record.of_type("ImagingStudy"):
-            if not isinstance(res, dict):
-                continue
+        for res, tags in self._tagged("ImagingStudy", "procedureCode", "reasonCode"):
             codes = res.get("procedureCode")
-            tags = self.tags(codes, res.get("reasonCode"))
-            if tags is not None and _usable(res):
-                yield self._make(res, tags, codes[0] if isinstance(codes, list) and codes else None,
-                                 when=first_date(res, "started"), status="completed")
+            yield self._make(res, tags, codes[0] if isinstance(codes, list) and codes else None,
+                             when=first_date(res, "started"), status="completed")
 
     def reports(self) -> Iterator[ClinicalItem]:
-        for res in self.record.of_type("DiagnosticReport"):
-            if not isinstance(res, dict):
-                continue
-            tags = self.tags(res.get("code"), res.get("conclusionCode"))
-            if tags is not None and _usable(res):
-                yield self._make(res, tags, res.get("code"),
-                                 when=first_date(res, "effectiveDateTime", "effectivePeriod", "issued"), status="completed")
+        for res, tags in self._tagged("DiagnosticReport", "code", "conclusionCode"):
+            yield self._make(res, tags, res.get("code"),
+                             when=first_date(res, "effectiveDateTime", "effectivePeriod", "issued"), status="completed")
 
     def service_requests(self) -> Iterator[ClinicalItem]:
         """Earlier orders: completed ones count as done, active ones as requested (NIA's

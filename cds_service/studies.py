@@ -31,10 +31,15 @@ class StudyCatalog:
             return None
         for coding in codings:
             if isinstance(coding, dict):
-                key = normalise(coding.get("system"), coding.get("code"))
-                if key and key[0] == CPT and key[1] in self.by_cpt:
-                    return self.by_cpt[key[1]]
+                study = self.study_for(coding.get("system"), coding.get("code"))
+                if study is not None:
+                    return study
         return None
+
+    def study_for(self, system: object, code: object) -> Study | None:
+        """The study of one coding if it is a CPT code we know, else None."""
+        key = normalise(system, code)
+        return self.by_cpt.get(key[1]) if key is not None and key[0] == CPT else None
 
     def find(self, modality: str, region: str, contrast: str) -> Study | None:
         """The study with exactly these attributes (used to resolve alternative suggestions)."""

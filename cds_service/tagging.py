@@ -9,9 +9,9 @@ miss only.  The memo is bounded, so hostile input cannot grow it without limit.
 """
 from __future__ import annotations
 
-from .model import CPT, Study
+from .model import Study
 from .studies import StudyCatalog
-from .terminology import Terminology, normalise
+from .terminology import Terminology
 
 EMPTY: frozenset[str] = frozenset()
 NOTHING: tuple[frozenset[str], Study | None] = (EMPTY, None)
@@ -32,7 +32,7 @@ class Tagger:
         Written for speed: it runs once per resource of the chart."""
         valuesets, study, memo = EMPTY, None, self._memo
         for concept in concepts:
-            codings = concept.get("coding") if isinstance(concept, dict) else _codings(concept)
+            codings = concept.get("coding") if isinstance(concept, dict) else codings_of(concept)
             if not isinstance(codings, list):
                 continue
             for coding in codings:
@@ -58,14 +58,14 @@ class Tagger:
 
     def _lookup(self, system: object, code: object, display: object) -> Tags:
         valuesets = self.terminology.valuesets_of(system, code, display)
-        key = normalise(system, code)
-        study = self.catalog.by_cpt.get(key[1]) if key is not None and key[0] == CPT else None
+        study = self.catalog.study_for(system, code)
         return (valuesets, study) if valuesets or study is not None else NOTHING
 
 
-def _codings(concept: object) -> list | None:
-    """The codings of a list of CodeableConcepts (a CodeableConcept's own are read in place)."""
-    if isinstance(concept, list) and concept:
-        return [c for item in concept if isinstance(item, dict) and isinstance(item.get("coding"), list)
-                for c in item["coding"]]
-    return None
+def codings_of(concept: object) -> list[dict]:
+    """The codings of a CodeableConcept (or a list of them), tolerating junk."""
+    if isinstance(concept, list):
+        return [c for item in concept for c in codings_of(item)]
+    if isinstance(concept, dict) and isinstance(concept.get("coding"), list):
+        return [c for c in concept["coding"] if isinstance(c, dict)]
+    return []

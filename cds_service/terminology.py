@@ -86,17 +86,9 @@ class Terminology:
         self.valuesets = MappingProxyType(info)
         self._ingredients = MappingProxyType(dict(ingredients or {}))
 
-    def valuesets_for(self, codings: Iterable[dict]) -> frozenset[str]:
-        """Union of the value sets of every coding (FHIR Coding dicts) given.  (Fact extraction
-        uses tagging.Tagger, which memoises this per coding.)"""
-        found = frozenset()
-        for coding in codings:
-            if isinstance(coding, dict):
-                found |= self.valuesets_of(coding.get("system"), coding.get("code"), coding.get("display"))
-        return found
-
     def valuesets_of(self, system: object, code: object, display: object = None) -> frozenset[str]:
-        """The value sets of one coding: by code, or for an unlisted RxNorm product by ingredient."""
+        """The value sets of one coding: by code, or for an unlisted RxNorm product by ingredient.
+        (Fact extraction asks through tagging.Tagger, which memoises the answer per coding.)"""
         key = normalise(system, code)
         if key is None:
             return frozenset()

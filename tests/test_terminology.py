@@ -21,7 +21,8 @@ RX, ICD = "http://www.nlm.nih.gov/research/umls/rxnorm", "http://hl7.org/fhir/si
     ({"system": ICD, "code": "Z99.99", "display": "ibuprofen 600 MG"}, "rxnorm-nsaids", False),  # names count only for RxNorm
 ])
 def test_valueset_membership(registry, coding, valueset, expected):
-    assert (valueset in registry.terminology.valuesets_for([coding])) is expected
+    found = registry.terminology.valuesets_of(coding["system"], coding["code"], coding.get("display"))
+    assert (valueset in found) is expected
 
 
 @pytest.mark.parametrize("display,name", [
