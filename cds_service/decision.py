@@ -76,9 +76,7 @@ def _decide(facts: Facts, route: Route, guideline: Guideline | None, catalog: St
     if guideline is None or not guideline.encoded:
         return Decision(outcome=NO_POLICY, **base)
     verdict = _verdict(facts, guideline, catalog)
-    decision = Decision(outcome=verdict.outcome, indication=verdict.indication, alternative=verdict.alternative,
-                        alternative_study=verdict.alternative_study, blocking_gates=verdict.blocking_gates,
-                        nearest=verdict.nearest, **base)
+    decision = Decision(**vars(verdict), **base)
     if verdict.outcome == ALTERNATIVE and verdict.alternative.rule.when == "unless_approved":
         return replace(decision, nearest=_ranked(facts, guideline))
     if verdict.outcome == DOCUMENTATION and verdict.indication is None:
@@ -95,7 +93,8 @@ def _ranked(facts: Facts, guideline: Guideline) -> tuple[RuleResult, ...]:
 
 @dataclass(frozen=True)
 class _Verdict:
-    """The outcome and the rules that settle it, found by evaluating only what can change it."""
+    """The outcome and the rules that settle it, found by evaluating only what can change it
+    (the fields of :class:`Decision` that are not the order, route, guideline and data gaps)."""
 
     outcome: str
     indication: RuleResult | None = None

@@ -6,7 +6,7 @@ The trace keeps every child's result so cards can show the evidence and list exa
 missing.
 
 The mapping trees are compiled once per guideline into small node objects (:class:`Leaf`,
-:class:`AllOf`, :class:`AnyOf`, :class:`Not`; a ``ref`` becomes the definition's own node), so
+:class:`Combination` for ``all`` and ``any``, :class:`Not`; a ``ref`` becomes the definition's own node), so
 evaluating walks objects instead of re-reading dict keys.  Each node also knows the value-set
 tags its whole subtree reads — or None when some leaf reads anything else (age, the ordered
 study, other draft orders).  On a record holding none of those tags the node's result is the
@@ -82,7 +82,7 @@ class Not(Criterion):
                       detail=detail, children=(inner,), combinator="not")
 
 
-class _Combination(Criterion):
+class Combination(Criterion):
     """``all`` or ``any``: ``decisive`` settles it (not-met for all, met for any); only children
     of the other status make the other status; anything else is unknown."""
 
@@ -120,20 +120,6 @@ class _Combination(Criterion):
         return max(dates) if waits else None
 
 
-class AllOf(_Combination):
-    __slots__ = ()
-
-    def __init__(self, raw: dict, children: tuple[Criterion, ...]):
-        super().__init__(raw, "all", children)
-
-
-class AnyOf(_Combination):
-    __slots__ = ()
-
-    def __init__(self, raw: dict, children: tuple[Criterion, ...]):
-        super().__init__(raw, "any", children)
-
-
 def compiled(node: dict, guideline: Guideline) -> Criterion:
     """The compiled form of a mapping node of ``guideline`` (compiled on first use, then kept in
     ``guideline.nodes``; a ``ref`` compiles to its definition's node, shared by every use)."""
@@ -144,10 +130,9 @@ def compiled(node: dict, guideline: Guideline) -> Criterion:
         result = compiled(guideline.definitions[node["ref"]], guideline)
     elif "not" in node:
         result = Not(node, compiled(node["not"], guideline))
-    elif "all" in node:
-        result = AllOf(node, tuple(compiled(child, guideline) for child in node["all"]))
-    elif "any" in node:
-        result = AnyOf(node, tuple(compiled(child, guideline) for child in node["any"]))
+    elif "all" in node or "any" in node:
+        combinator = "all" if "all" in node else "any"
+        result = Combination(node, combinator, tuple(compiled(child, guideline) for child in node[combinator]))
     else:
         result = Leaf(node)
     guideline.nodes[id(node)] = (node, result)  # the node itself is kept, so its id stays unique

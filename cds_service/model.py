@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 from typing import Any, NamedTuple
 
 CPT = "http://www.ama-assn.org/go/cpt"
@@ -139,14 +140,10 @@ class Facts:
         position = self.position
         return sorted({id(i): i for items in lists for i in items}.values(), key=lambda i: position[id(i)])
 
-    @property
+    @cached_property
     def position(self) -> dict[int, int]:
         """Index of each item in ``items`` by its id (built on first use)."""
-        try:
-            return self._position
-        except AttributeError:
-            object.__setattr__(self, "_position", {id(item): n for n, item in enumerate(self.items)})
-            return self._position
+        return {id(item): n for n, item in enumerate(self.items)}
 
 
 class Status(str, enum.Enum):
