@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from .model import Facts
 
 Clauses = tuple[frozenset[str], ...]
-ITEM_KINDS = frozenset({"finding", "observation", "procedure", "medication", "imaging"})
 
 
 def prerequisites(node: dict, definitions: Mapping[str, dict]) -> Clauses:
@@ -39,15 +38,16 @@ def prerequisites(node: dict, definitions: Mapping[str, dict]) -> Clauses:
 
 
 def _leaf(node: dict) -> Clauses:
-    kind = node.get("kind")
-    if kind in ITEM_KINDS and node.get("valueset"):
-        return (frozenset({node["valueset"]}),)
-    if kind == "conservative_care":
-        return (frozenset(vs for component in node["components"] for vs in component["valuesets"]),)
-    if kind == "documented":
-        from .questionnaires import ATTESTED, link_id  # late: questionnaires imports guidelines
+    """The value sets a leaf reads (criteria.tags_read) are the ones it needs — except that a
+    ``documented`` leaf is met only by a "yes" answer, never by a "no"."""
+    from .criteria import tags_read  # late: criteria imports questionnaires, which imports guidelines
+    from .questionnaires import ATTESTED, link_id
+    tags = tags_read(node)
+    if tags is None:
+        return ()
+    if node["kind"] == "documented":
         return (frozenset({ATTESTED + link_id(node["label"])}),)
-    return ()
+    return (tags,)
 
 
 def within_reach(clauses: Clauses, facts: Facts) -> bool:
