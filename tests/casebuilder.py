@@ -6,6 +6,8 @@ import json
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 from cds_service.facts import extract_facts
 from cds_service.hooks import orders_in_scope
 from cds_service.model import Facts, HookRequest, PatientRecord
@@ -104,6 +106,11 @@ CASES_DIR = Path(__file__).parent / "cases"
 def case_tables() -> list[dict]:
     """Every guideline's case table (tests/cases/*.json), parsed."""
     return [json.loads(path.read_text()) for path in sorted(CASES_DIR.glob("*.json"))]
+
+
+def case_table_params() -> list:
+    """The case tables as pytest parameters named by their guideline."""
+    return [pytest.param(table, id=table["guideline"]) for table in case_tables()]
 
 
 def case_facts(table: dict, case: dict, registry) -> Facts:

@@ -16,15 +16,11 @@ from datetime import date
 
 import pytest
 
-from casebuilder import case_facts, case_tables
+from casebuilder import case_facts, case_table_params
 from cds_service.decision import ALTERNATIVE, APPROVE, DOCUMENTATION, decide, guideline_for, rank_nearest
 from cds_service.evaluation import Leaf, compiled, evaluate_node, evaluate_rules, evidence_score
 from cds_service.model import ClinicalItem, Facts, SpineOrder, Status
 from cds_service.routing import Route
-
-
-def _tables():
-    return [pytest.param(table, id=table["guideline"]) for table in case_tables()]
 
 
 def _fresh(guideline):
@@ -32,7 +28,7 @@ def _fresh(guideline):
     return dataclasses.replace(guideline, nodes={})
 
 
-@pytest.mark.parametrize("table", _tables())
+@pytest.mark.parametrize("table", case_table_params())
 def test_shared_results_equal_fresh_evaluation(table, registry):
     shared = 0
     for case in table["cases"]:
@@ -83,7 +79,7 @@ def _summary(decision, reference: dict) -> dict:
     return {key: got[key] for key in reference}
 
 
-@pytest.mark.parametrize("table", _tables())
+@pytest.mark.parametrize("table", case_table_params())
 def test_lazy_decision_equals_reference_for_every_program(table, registry):
     outcomes = set()
     for case in table["cases"]:

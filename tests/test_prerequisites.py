@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from casebuilder import case_facts as _facts
-from casebuilder import case_tables
+from casebuilder import case_table_params
 from cds_service.decision import APPROVE, approves, decide, guideline_for
 from cds_service.evaluation import evaluate_node
 from cds_service.model import Status
@@ -17,11 +17,7 @@ from cds_service.prerequisites import prerequisites, within_reach
 from cds_service.routing import Route
 
 
-def _tables():
-    return [pytest.param(table, id=table["guideline"]) for table in case_tables()]
-
-
-@pytest.mark.parametrize("table", _tables())
+@pytest.mark.parametrize("table", case_table_params())
 def test_shortcut_agrees_with_full_decision_for_every_program(table, registry):
     compared = approved = 0
     for case in table["cases"]:
@@ -37,7 +33,7 @@ def test_shortcut_agrees_with_full_decision_for_every_program(table, registry):
     assert 0 < approved < compared  # the table exercises both answers
 
 
-@pytest.mark.parametrize("table", _tables())
+@pytest.mark.parametrize("table", case_table_params())
 def test_rules_out_of_reach_are_never_met(table, registry):
     skipped = 0
     for case in table["cases"]:
