@@ -5,7 +5,7 @@ same JSON parsing (``json.loads(request.get_data())``), answering ``{"cards": []
 service costs above this is the service's own work; the ratio service/floor is the number the
 performance issue asks about, and it is stable across machines where absolute milliseconds are not.
 
-A second floor parses with orjson, as the service does (cds_service/routes.py): the service's
+A second floor parses with orjson, as the service does (cds_service/protocol/routes.py): the service's
 ratio to it is its own work with the parser's speed-up taken out, reported next to the first so
 the faster parser cannot hide anything.
 """

@@ -6,7 +6,7 @@ is the radiculopathy sample's (same draft order, patient and coverage, its clini
 kept, so the decision path is the real one); around it we add a seeded-random but realistic mix
 of Conditions (ICD-10-CM and SNOMED CT), Procedures (CPT, dated), MedicationRequests (RxNorm),
 Observations (LOINC, with values), a few ImagingStudies, DiagnosticReports, ServiceRequests and
-QuestionnaireResponses.  Every key of ``cds_service.prefetch.PREFETCH`` is present.
+QuestionnaireResponses.  Every key of ``cds_service.record.prefetch.PREFETCH`` is present.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import random
 from datetime import date, timedelta
 from pathlib import Path
 
-from cds_service.prefetch import PREFETCH
+from cds_service.record.prefetch import PREFETCH
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "cds_service/samples/radiculopathy-conservative-care-failed.json"
 TODAY = date(2026, 11, 22)

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 from bench.floor import create_floor_app  # noqa: E402
 from bench.records import TEMPLATE, build_request, request_body, resource_count, with_instance  # noqa: E402
 from bench.servers import PATH, Server, ServerConfig, bench_settings, server_env  # noqa: E402
-from cds_service import close_app, create_app  # noqa: E402
+from cds_service import close_app
+from cds_service import create_app  # noqa: E402
 
 OVERRIDES = {"SPINE_CDS_LOG_LEVEL": "ERROR", "SPINE_CDS_REPEAT_WINDOW_S": "0"}
 """Over ``servers.bench_settings``: the same card every call (no "don't nag twice"), no log lines."""
@@ -132,7 +133,7 @@ def make_callers(transport: str, workdir: Path, stack, extra: dict[str, str]) ->
     service_app = create_app(settings)
     stack.callback(close_app, service_app)
     gc.collect()
-    gc.freeze()  # as the server's post_worker_init does (cds_service/server.py)
+    gc.freeze()  # as the server's post_worker_init does (cds_service/tools/server.py)
     return {"floor": TestClientCaller(create_floor_app()), "floor-orjson": TestClientCaller(create_floor_app("orjson")),
             "service": TestClientCaller(service_app)}
 

@@ -9,15 +9,16 @@ from typing import Any
 import requests
 from flask import Flask
 
-from .auth import ClientAuthenticator
-from .cors import init_cors
-from .errors import register_error_handlers
-from .logs import configure_logging, init_request_logging
-from .patient_record import RecordGatherer
-from .registry import Registry, load_registry
-from .repeats import ShownDecisions
-from .settings import Settings, load_settings
-from .store import Store
+from cds_service.protocol.auth import ClientAuthenticator
+from cds_service.protocol.cors import init_cors
+from cds_service.protocol.error_handlers import register_error_handlers
+from cds_service.protocol.request_log import init_request_logging
+from cds_service.runtime.logs import configure_logging
+from cds_service.record.patient_record import RecordGatherer
+from cds_service.engine.registry import Registry, load_registry
+from cds_service.store.repeats import ShownDecisions
+from cds_service.runtime.settings import Settings, load_settings
+from cds_service.store.database import Store
 
 log = logging.getLogger("cds_service")
 
@@ -56,10 +57,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         log.warning("SPINE_CDS_AUTH=off: CDS client JWTs are NOT verified. Use only for local development.")
     register_error_handlers(app)
     init_request_logging(app)  # before CORS: its preflight answer skips later before_request hooks
-    from .metrics import init_metrics  # not at the top: prometheus_client must be imported after
+    from cds_service.protocol.metrics import init_metrics  # not at the top: prometheus_client must be imported after
     init_metrics(app)                  # server.py sets PROMETHEUS_MULTIPROC_DIR (metrics.py)
     init_cors(app, settings.cors_origins)
-    from .routes import bp
+    from cds_service.protocol.routes import bp
     app.register_blueprint(bp)
     return app
 

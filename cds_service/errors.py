@@ -1,17 +1,12 @@
-"""The error hierarchy and the one place that turns errors into JSON responses.
+"""The error hierarchy a client or an operator can cause, and the body they get.
 
 Every error a client can cause is a :class:`CdsError` with an HTTP status and a message that
 says what to do next.  The body is a FHIR OperationOutcome (CDS Hooks 3.0 asks for one on
 non-2xx; 2.0 allows any body).  Authentication failures carry no detail, as the CDS Hooks
-best-practices page asks.  Anything unexpected becomes a logged 500 — never an empty card list.
+best-practices page asks.  ``protocol/error_handlers.py`` turns them into responses; anything unexpected
+becomes a logged 500 there — never an empty card list.  Pure: every layer may raise these.
 """
 from __future__ import annotations
-
-import logging
-
-from werkzeug.exceptions import HTTPException
-
-log = logging.getLogger(__name__)
 
 
 class CdsError(Exception):
@@ -81,25 +76,3 @@ def operation_outcome(status: int, code: str, message: str) -> dict:
         "resourceType": "OperationOutcome",
         "issue": [{"severity": severity, "code": code, "diagnostics": message}],
     }
-
-
-def register_error_handlers(app) -> None:
-    """Shape every error the app can raise as an OperationOutcome JSON response."""
-
-    @app.errorhandler(CdsError)
-    def _cds_error(exc: CdsError):
-        if isinstance(exc, CdsAuthError):
-            log.warning("authentication failed: %s", exc.reason)
-        return operation_outcome(exc.status, exc.code, exc.message), exc.status
-
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):
-        message = exc.description or exc.name
-        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]  # e.g. Allow on 405 (RFC 9110)
-        return operation_outcome(exc.code or 500, "processing", message), exc.code or 500, headers
-
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception):
-        log.exception("unexpected error while handling a request")
-        message = "Internal error; the request was logged by its hookInstance. Retry, or report it to the service operator."
-        return operation_outcome(500, "exception", message), 500

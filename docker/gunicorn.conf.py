@@ -5,19 +5,19 @@ threaded workers (gthread) serve several calls per process cheaply; CRD expects 
 within seconds, so a request stuck for 30 s is killed rather than left to pile up.  Operators
 can override anything with ``GUNICORN_CMD_ARGS`` (e.g. ``--workers 4``).
 
-The hooks are cds_service/server.py's, shared with ``spine-cds serve``: a multiprocess metrics
+The hooks are cds_service/tools/server.py's, shared with ``spine-cds serve``: a multiprocess metrics
 folder so /metrics merges every worker, and graceful shutdown (SIGTERM drains the requests in
 flight, then each worker closes its app).  Importing cds_service here does not import
 prometheus_client: that happens in each worker, after on_starting has set the folder.
 """
 import os
 
-import cds_service.logs as _logs
-import cds_service.server as _server
-from cds_service.settings import load_settings as _load_settings
+import cds_service.runtime.logs as _logs
+import cds_service.tools.server as _server
+from cds_service.runtime.settings import load_settings as _load_settings
 
 bind = "0.0.0.0:8080"
-# Why these numbers: cds_service/server.py (default_workers: WEB_CONCURRENCY, else 2 x cores + 1,
+# Why these numbers: cds_service/tools/server.py (default_workers: WEB_CONCURRENCY, else 2 x cores + 1,
 # about 60 MB each; the Kubernetes example sets WEB_CONCURRENCY).
 workers = _server.default_workers()
 worker_class = "gthread"

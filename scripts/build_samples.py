@@ -58,7 +58,7 @@ class Patient:
 
 def follow_up_attestation(patient, day):
     """A completed QuestionnaireResponse to spine-cds's form for NIA's post-treatment follow-up."""
-    from cds_service.questionnaires import canonical, link_id
+    from cds_service.cards.questionnaires import canonical, link_id
     label = ("Medical reason why follow-up imaging of this area is needed "
              "(routine post-op surveillance without symptoms is not covered)")
     return {"resourceType": "QuestionnaireResponse", "id": patient._id("qr"), "status": "completed",

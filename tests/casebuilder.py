@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cds_service.facts import extract_facts
-from cds_service.hooks import orders_in_scope
+from cds_service.engine.facts import extract_facts
+from cds_service.protocol.hooks import orders_in_scope
 from cds_service.model import Facts, HookRequest, PatientRecord
-from cds_service.terminology import SHORT_SYSTEMS
+from cds_service.engine.terminology import SHORT_SYSTEMS
 
 PATIENT_ID = "case-patient"
 ORDER_ID = "order-under-review"

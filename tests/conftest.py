@@ -11,9 +11,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 sys.path.insert(0, str(Path(__file__).parent))  # casebuilder, fhir_stub, helpers
 
-from cds_service import close_app, create_app  # noqa: E402
-from cds_service.registry import load_registry  # noqa: E402
-from cds_service.studies import load_studies  # noqa: E402
+from cds_service import close_app
+from cds_service import create_app  # noqa: E402
+from cds_service.engine.registry import load_registry  # noqa: E402
+from cds_service.engine.studies import load_studies  # noqa: E402
 from jwt_helpers import JwksServer, public_jwk  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,8 +1,8 @@
 """One assertion helper per cross-cutting contract (CDS Hooks 2.0 cards, CRD coverage-information)."""
 from __future__ import annotations
 
-from cds_service.coverage_info import EXT
-from cds_service.fhir_models import ServiceRequest, validation_problems
+from cds_service.cards.coverage_info import EXT
+from cds_service.protocol.fhir_models import ServiceRequest, validation_problems
 
 DECISION_KEYS = {"order", "outcome", "program", "guideline", "indication"}
 OUTCOMES = {"approve", "alternative", "documentation", "no-policy", "incomplete"}

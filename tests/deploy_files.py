@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from cds_service.settings import load_settings, registry
+from cds_service.runtime.settings import load_settings, registry
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"

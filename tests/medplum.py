@@ -2,7 +2,7 @@
 
 Used by test_synthetic_patients.py and test_fhir_server_e2e.py.  The synthetic patients
 themselves (tagged Bundles → hook requests with or without prefetch) are in
-``cds_service/patients.py``, shared with ``spine-cds demo``.
+``cds_service/tools/patients.py``, shared with ``spine-cds demo``.
 
 :class:`MedplumServer` runs ``node tests/fhir_server/server.mjs`` (Medplum's FhirRouter over its
 MemoryRepository behind a small wrapper; see its README) on a free loopback port, waits for its

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from cds_service.audit import failed_call_record, fhir_origin, references, user_type
-from cds_service.cli import SAMPLES
+from cds_service.store.audit import failed_call_record, fhir_origin, references, user_type
+from cds_service.tools.cli import SAMPLES
 
 SELECT, SIGN = "/cds-services/spine-imaging-order-select", "/cds-services/spine-imaging-order-sign"
 TOKEN = "eyJhbGciOi.secret-access-token.sig"

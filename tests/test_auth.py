@@ -19,10 +19,10 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from cds_service.auth import ClientAuthenticator, audience_for
+from cds_service.protocol.auth import ClientAuthenticator, audience_for
 from jwt_helpers import JwksServer, public_jwk
 from cds_service.errors import CdsAuthError
-from cds_service.settings import load_settings
+from cds_service.runtime.settings import load_settings
 
 ISS = "https://issuer.test"
 SANDBOX_ISS = "https://sandbox.cds-hooks.org"

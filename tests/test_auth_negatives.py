@@ -22,7 +22,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cds_service import close_app, create_app
+from cds_service import close_app
+from cds_service import create_app
 from jwt_helpers import JwksServer, public_jwk
 
 ISSUER = "https://ehr.example.org"

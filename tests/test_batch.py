@@ -9,8 +9,9 @@ from datetime import date
 import pytest
 
 import cds_service
-from cds_service.batch import Result, render_summary, run_batch, summarize
-from cds_service.cli import SAMPLES, main, offline_response
+from cds_service.tools.batch import Result, render_summary, run_batch, summarize
+from cds_service.tools.batch import offline_response
+from cds_service.tools.cli import SAMPLES, main
 
 TODAY = date(2026, 11, 22)
 INDEX = json.loads((SAMPLES / "index.json").read_text())

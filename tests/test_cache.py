@@ -13,13 +13,13 @@ import pytest
 import redis
 import requests
 
-from cds_service.cache import KEY_PREFIX, InProcessCache, RedisCache, make_cache
-from cds_service.cli import SAMPLES
+from cds_service.record.cache import KEY_PREFIX, InProcessCache, RedisCache, make_cache
+from cds_service.tools.cli import SAMPLES
 from cds_service.errors import CdsConfigError
-from cds_service.fhir_client import SearchResult
-from cds_service.patient_record import RecordGatherer
-from cds_service.prefetch import PREFETCH
-from cds_service.settings import load_settings
+from cds_service.record.fhir_client import SearchResult
+from cds_service.record.patient_record import RecordGatherer
+from cds_service.record.prefetch import PREFETCH
+from cds_service.runtime.settings import load_settings
 from fhir_stub import FhirStub, closed_port_url, resources_in, without_prefetch
 from redis_server import start_redis, redis_server, redis_url  # noqa: F401 (fixtures)
 from test_patient_record import PATIENT_ID, TOKEN, USER, make_hook, record_resources

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from casebuilder import build_case
-from cds_service.card_text import day
-from cds_service.cards import card_for, decision_extension
-from cds_service.hooks import decide_orders
+from cds_service.cards.card_text import day
+from cds_service.cards.card import card_for, decision_extension
+from cds_service.protocol.hooks import decide_orders
 
 CASES = Path(__file__).parent / "cases"
 PARAMS = [pytest.param(table, case, id=f"{table['guideline']}::{case['name']}")
@@ -71,5 +71,5 @@ def test_dates_read_as_clinicians_write_them():
     the server's locale."""
     from datetime import date
 
-    from cds_service.fhir_dates import human_date
+    from cds_service.engine.fhir_dates import human_date
     assert [human_date(date(2026, m, d)) for m, d in ((1, 3), (5, 31), (12, 1))] == ["3 Jan 2026", "31 May 2026", "1 Dec 2026"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from casebuilder import build_case
-from cds_service.cards import card_for
-from cds_service.hooks import decide_orders
+from cds_service.cards.card import card_for
+from cds_service.protocol.hooks import decide_orders
 from contract import assert_card_contract
 
 CASES = Path(__file__).parent / "cases"
@@ -59,7 +59,7 @@ def check_case(table: dict, case: dict, registry) -> None:
 
 
 def _missing_labels(decision):
-    from cds_service.cards import decision_extension
+    from cds_service.cards.card import decision_extension
     return decision_extension(decision).get("missing", [])
 
 

@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cds_service.cli import SAMPLES, main
+from cds_service.tools.cli import SAMPLES, main
 from ports import free_port
 
 
@@ -38,14 +38,14 @@ def test_demo_decides_every_sample(capsys):
         assert sample["title"] in out
         if sample.get("expect"):
             assert sample["expect"].upper() in out
-    from cds_service.patients import describe, load_bundle, patient_files
+    from cds_service.tools.patients import describe, load_bundle, patient_files
     for path in patient_files():  # each synthetic patient Bundle is decided too, to its tags
         assert describe(load_bundle(path))["title"] in out and path.name in out
     assert "expected " not in out  # what the demo prints when a patient misses its tags
 
 
 def test_every_sample_gets_the_outcome_its_index_promises():
-    from cds_service.cli import offline_response
+    from cds_service.tools.batch import offline_response
     from datetime import date
     index = json.loads((SAMPLES / "index.json").read_text())
     for sample in index["samples"]:
@@ -57,7 +57,7 @@ def test_every_sample_gets_the_outcome_its_index_promises():
 def test_serve_answers_discovery_and_stops_gracefully(tmp_path):
     port = free_port()
     env = {**os.environ, "SPINE_CDS_DATA_DIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port), "--workers", "1"],
+    proc = subprocess.Popen([sys.executable, "-m", "cds_service.tools.cli", "serve", "--port", str(port), "--workers", "1"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30

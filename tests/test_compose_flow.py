@@ -15,7 +15,7 @@ import runpy
 import pytest
 from hapi_stub import FakeTime, HapiLikeStub
 
-from cds_service.loader import PATIENTS_DIR, load_patients
+from cds_service.tools.loader import PATIENTS_DIR, load_patients
 
 TAG = "https://spine-cds.example.org/fhir/CodeSystem/synthetic-patient-"
 SERVICES = {"order-select": "spine-imaging-order-select", "order-sign": "spine-imaging-order-sign"}

@@ -8,8 +8,8 @@ from types import MappingProxyType
 
 import pytest
 
-from cds_service.evaluation import evaluate_node
-from cds_service.guidelines import Guideline
+from cds_service.engine.evaluation import evaluate_node
+from cds_service.engine.guidelines import Guideline
 from cds_service.model import ClinicalItem, Facts, SpineOrder
 
 TABLE = json.loads((Path(__file__).parent / "tables" / "criteria.json").read_text())

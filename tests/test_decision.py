@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cds_service.registry import load_registry
+from cds_service.engine.registry import load_registry
 from test_cases import check_case
 
 ENGINE = Path(__file__).parent / "fixtures" / "engine"

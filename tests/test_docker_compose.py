@@ -22,8 +22,8 @@ from deploy_files import (
 )
 from test_docker import DOCKERFILE, exec_form, load_conf, of
 
-from cds_service.loader import PATIENTS_DIR, add_load_arguments
-from cds_service.settings import load_settings
+from cds_service.tools.loader import PATIENTS_DIR, add_load_arguments
+from cds_service.runtime.settings import load_settings
 
 COMPOSE_SCHEMA = ROOT / "tests" / "fixtures" / "compose-spec.json"
 HAPI_BASE = "http://hapi:8080/fhir"
@@ -66,7 +66,7 @@ def test_compose_settings_are_real_and_load(name):
     for service, spec in spine_cds_services(compose(name)).items():
         environment = spec.get("environment", {})
         unknown = set(environment) - SETTING_NAMES - GUNICORN_ENV
-        assert not unknown, f"{service}: {sorted(unknown)} are not settings (cds_service/settings.py)"
+        assert not unknown, f"{service}: {sorted(unknown)} are not settings (cds_service/runtime/settings.py)"
         settings_of(environment)  # raises CdsConfigError naming a bad value
 
 

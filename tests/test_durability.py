@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from cds_service import store_sqlite
-from cds_service.cli import SAMPLES
-from cds_service.store import Store
+from cds_service.store import sqlite as store_sqlite
+from cds_service.tools.cli import SAMPLES
+from cds_service.store.database import Store
 from pg_server import free_port, pg_server  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +109,7 @@ def start_service(database: str, tmp_path: Path) -> tuple[subprocess.Popen, str]
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}  # nothing left in /dev/shm after SIGKILL
     log = open(tmp_path / "service.log", "wb")
     try:
-        server = subprocess.Popen([sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port), "--workers", "2"],
+        server = subprocess.Popen([sys.executable, "-m", "cds_service.tools.cli", "serve", "--port", str(port), "--workers", "2"],
                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     finally:
         log.close()

@@ -17,10 +17,10 @@ from datetime import date
 import pytest
 
 from casebuilder import case_facts, case_table_params
-from cds_service.decision import ALTERNATIVE, APPROVE, DOCUMENTATION, decide, guideline_for, rank_nearest
-from cds_service.evaluation import Leaf, compiled, evaluate_node, evaluate_rules, evidence_score
+from cds_service.engine.decision import ALTERNATIVE, APPROVE, DOCUMENTATION, decide, guideline_for, rank_nearest
+from cds_service.engine.evaluation import Leaf, compiled, evaluate_node, evaluate_rules, evidence_score
 from cds_service.model import ClinicalItem, Facts, SpineOrder, Status
-from cds_service.routing import Route
+from cds_service.engine.routing import Route
 
 
 def _fresh(guideline):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cds_service.facts import extract_facts
+from cds_service.engine.facts import extract_facts
 from cds_service.model import PatientRecord, SpineOrder
-from cds_service.tagging import Tagger
-from cds_service.terminology import Terminology, normalise
+from cds_service.engine.tagging import Tagger
+from cds_service.engine.terminology import Terminology, normalise
 
 TABLE = json.loads((Path(__file__).parent / "tables" / "facts.json").read_text())
 CODES = {"vs-lbp": [("http://hl7.org/fhir/sid/icd-10-cm", "M54.50"), ("http://snomed.info/sct", "279039007")],

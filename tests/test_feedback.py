@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from cds_service.errors import CdsBadRequest
-from cds_service.feedback import Coding, FeedbackItem, parse_feedback
+from cds_service.store.feedback import Coding, FeedbackItem, parse_feedback
 
 TS = "2024-05-01T12:30:00Z"
 ACCEPTED = {"card": "card-1", "outcome": "accepted", "acceptedSuggestions": [{"id": "sugg-1"}],

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from cds_service.cli import SAMPLES
+from cds_service.tools.cli import SAMPLES
 from fhir_stub import FhirStub, closed_port_url, resources_in, without_prefetch
 
 SELECT = "/cds-services/spine-imaging-order-select"

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import medplum as harness
 import pytest
-from cds_service.patients import as_prefetch, describe, hook_request, load_bundle, local_ids, patient_files
+from cds_service.tools.patients import as_prefetch, describe, hook_request, load_bundle, local_ids, patient_files
 from medplum import TOKENS, USERS, MedplumServer, decisions, start_medplum
 
-from cds_service.prefetch import PREFETCH
+from cds_service.record.prefetch import PREFETCH
 
 GENEROUS = {"SPINE_CDS_FHIR_TIMEOUT_S": "20", "SPINE_CDS_DEADLINE_S": "60", "SPINE_CDS_REPEAT_WINDOW_S": "0"}
 ALICE, BOB, ALICE_RENEWED = TOKENS

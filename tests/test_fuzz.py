@@ -1,4 +1,4 @@
-"""Fuzzing every endpoint of cds_service/openapi.json in-process: ≥ 10,000 generated requests, no 5xx.
+"""Fuzzing every endpoint of cds_service/protocol/openapi.json in-process: ≥ 10,000 generated requests, no 5xx.
 
 Four kinds of generated requests, all seeded (``derandomize``) so CI replays the same ones:
 
@@ -68,7 +68,7 @@ def assert_answered(status: int, content_type: str, body: bytes, what: str) -> N
 @pytest.fixture(scope="module")
 def document():
     from importlib.resources import files
-    return json.loads(files("cds_service").joinpath("openapi.json").read_text())
+    return json.loads(files("cds_service.protocol").joinpath("openapi.json").read_text())
 
 
 def validator(document: dict, name: str) -> jsonschema_rs.Validator:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from cds_service.errors import CdsConfigError
-from cds_service.guidelines import KINDS, load_guidelines
-from cds_service.registry import load_registry
+from cds_service.engine.guidelines import KINDS, load_guidelines
+from cds_service.engine.registry import load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = Path(__file__).parent / "fixtures" / "engine"

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from cds_service.cards import TOPICS
-from cds_service.cli import SAMPLES
-from cds_service.pama import RATING_URL
+from cds_service.cards.card import TOPICS
+from cds_service.tools.cli import SAMPLES
+from cds_service.cards.pama import RATING_URL
 
 SELECT, SIGN = "/cds-services/spine-imaging-order-select", "/cds-services/spine-imaging-order-sign"
 
@@ -116,9 +116,9 @@ def test_system_actions_never_change_the_draft_orders_they_update(registry, name
     """coverage_info and pama copy only the order's top level and replace its extension list."""
     from datetime import date
 
-    from cds_service.hook_request import parse_hook_request
-    from cds_service.hooks import respond
-    from cds_service.patient_record import build_record, read_prefetch
+    from cds_service.protocol.hook_request import parse_hook_request
+    from cds_service.protocol.hooks import respond
+    from cds_service.record.patient_record import build_record, read_prefetch
     body = sample(name)
     for entry in body["context"]["draftOrders"]["entry"]:
         entry["resource"]["extension"] = [{"url": "http://example.org/keep", "valueString": "x"}]

@@ -129,7 +129,7 @@ def test_the_fast_parser_accepts_and_refuses_what_the_standard_library_does(raw)
     """routes.parse_json tries orjson first; whatever orjson refuses goes to the standard library,
     so the set of accepted bodies, their values and the errors (400, never 500) are unchanged."""
     from cds_service.errors import CdsBadRequest
-    from cds_service.routes import parse_json
+    from cds_service.protocol.routes import parse_json
     try:
         expected = json.loads(raw)
     except (ValueError, RecursionError):

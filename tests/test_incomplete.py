@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from casebuilder import build_case
-from cds_service.cards import card_for
-from cds_service.coverage_info import REASONS, coverage_action
-from cds_service.hooks import decide_orders
-from cds_service.pama import pama_action
+from cds_service.cards.card import card_for
+from cds_service.cards.coverage_info import REASONS, coverage_action
+from cds_service.protocol.hooks import decide_orders
+from cds_service.cards.pama import pama_action
 from contract import assert_card_contract
 
 TABLE = json.loads((Path(__file__).parent / "cases" / "nia-lumbar-spine-mri.json").read_text())

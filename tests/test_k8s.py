@@ -14,7 +14,7 @@ import pytest
 import yaml
 from deploy_files import K8S, PROJECT_VERSION, SETTING_NAMES, image_version, k8s, k8s_documents
 
-from cds_service.settings import load_settings
+from cds_service.runtime.settings import load_settings
 
 API_VERSIONS = {"ConfigMap": "v1", "Secret": "v1", "Service": "v1", "Deployment": "apps/v1",
                 "HorizontalPodAutoscaler": "autoscaling/v2", "PodDisruptionBudget": "policy/v1"}

@@ -19,8 +19,8 @@ import pytest
 from fhir_stub import _outcome
 from hapi_stub import FakeTime, HapiLikeStub
 
-from cds_service.cli import main
-from cds_service.loader import PATIENTS_DIR, LoadError, load_patients, read_bundles
+from cds_service.tools.cli import main
+from cds_service.tools.loader import PATIENTS_DIR, LoadError, load_patients, read_bundles
 from ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ import logging
 import uuid
 
 
-from cds_service.cli import SAMPLES
+from cds_service.tools.cli import SAMPLES
 from jwt_helpers import client_jwt
 
 ISSUER = "https://ehr.example.org"

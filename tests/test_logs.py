@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
-from cds_service.cli import SAMPLES
+from cds_service.tools.cli import SAMPLES
 from cds_service.errors import CdsConfigError
-from cds_service.logs import HANDLER_NAME, make_handler
+from cds_service.runtime.logs import HANDLER_NAME, make_handler
 from fhir_stub import FhirStub
 from test_log_hygiene import ISSUER, patient_secrets, post_signed, sample_bodies
 
@@ -172,7 +172,7 @@ def test_json_logs_of_a_signed_run_with_fhir_reads_hold_no_phi_or_tokens(make_ap
         secrets |= patient_secrets(patients)
     err = capsys.readouterr().err
     records = json_lines(err)
-    assert {"cds_service.access", "cds_service.patient_record", "cds_service.errors"} <= {r["logger"] for r in records}
+    assert {"cds_service.access", "cds_service.record.patient_record", "cds_service.protocol.error_handlers"} <= {r["logger"] for r in records}
     assert any(r.get("status") == 401 for r in records)
     leaked = [s for s in secrets | tokens if s in err]
     assert not leaked, f"found in logs: {leaked}"

@@ -11,10 +11,10 @@ import json
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cds_service.cli import SAMPLES
+from cds_service.tools.cli import SAMPLES
 from cds_service.errors import CdsConfigError
-from cds_service.metrics import LATENCY_BUCKETS, MULTIPROC_ENV
-from cds_service.prefetch import PREFETCH
+from cds_service.protocol.metrics import LATENCY_BUCKETS, MULTIPROC_ENV
+from cds_service.record.prefetch import PREFETCH
 from fhir_stub import FhirStub
 
 SELECT = "/cds-services/spine-imaging-order-select"

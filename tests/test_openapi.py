@@ -1,4 +1,4 @@
-"""cds_service/openapi.json is valid OpenAPI 3.1, matches the Flask routes, and tells the truth.
+"""cds_service/protocol/openapi.json is valid OpenAPI 3.1, matches the Flask routes, and tells the truth.
 
 Validity: the OpenAPI 3.1 meta-schema (the copy schemathesis ships and checks with), plus every
 Schema Object against the JSON Schema 2020-12 meta-schema, which the OpenAPI one leaves unchecked.
@@ -17,10 +17,10 @@ import jsonschema_rs
 import pytest
 import schemathesis
 
-from cds_service.cards import TOPICS
-from cds_service.discovery import SERVICES
-from cds_service.feedback import OUTCOMES
-from cds_service.hook_request import HOOKS
+from cds_service.cards.card import TOPICS
+from cds_service.protocol.discovery import SERVICES
+from cds_service.store.feedback import OUTCOMES
+from cds_service.protocol.hook_request import HOOKS
 from jwt_helpers import JwksServer
 
 SAMPLES = Path(__file__).resolve().parent.parent / "cds_service" / "samples"
@@ -30,7 +30,7 @@ SELECT = "/cds-services/spine-imaging-order-select"
 
 @pytest.fixture(scope="module")
 def document() -> dict:
-    return json.loads(files("cds_service").joinpath("openapi.json").read_text())
+    return json.loads(files("cds_service.protocol").joinpath("openapi.json").read_text())
 
 
 def test_document_is_valid_openapi_3_1(document):

@@ -9,13 +9,13 @@ import time
 import pytest
 import requests
 
-from cds_service.cache import InProcessCache
+from cds_service.record.cache import InProcessCache
 from cds_service.errors import CdsBadRequest, CdsPreconditionFailed, FhirUnavailable
-from cds_service.fhir_client import FhirClient, check_fhir_server_allowed, is_public_address
+from cds_service.record.fhir_client import FhirClient, check_fhir_server_allowed, is_public_address
 from cds_service.model import HookRequest
-from cds_service.patient_record import RecordGatherer
-from cds_service.prefetch import KEY_TYPES, PREFETCH, REQUIRED_KEYS, fill_template, normalise_prefetch
-from cds_service.settings import load_settings
+from cds_service.record.patient_record import RecordGatherer
+from cds_service.record.prefetch import KEY_TYPES, PREFETCH, REQUIRED_KEYS, fill_template, normalise_prefetch
+from cds_service.runtime.settings import load_settings
 from fhir_stub import FhirStub, closed_port_url
 
 PATIENT_ID = "pat-7f3a"

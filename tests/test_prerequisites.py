@@ -10,11 +10,11 @@ import pytest
 
 from casebuilder import case_facts as _facts
 from casebuilder import case_table_params
-from cds_service.decision import APPROVE, approves, decide, guideline_for
-from cds_service.evaluation import evaluate_node
+from cds_service.engine.decision import APPROVE, approves, decide, guideline_for
+from cds_service.engine.evaluation import evaluate_node
 from cds_service.model import Status
-from cds_service.prerequisites import prerequisites, within_reach
-from cds_service.routing import Route
+from cds_service.engine.prerequisites import prerequisites, within_reach
+from cds_service.engine.routing import Route
 
 
 @pytest.mark.parametrize("table", case_table_params())

@@ -13,14 +13,14 @@ from urllib.parse import urlsplit
 import pytest
 
 from casebuilder import build_case
-from cds_service.cards import card_for
-from cds_service.coverage_info import coverage_action
-from cds_service.fhir_models import Questionnaire, QuestionnaireResponse, ServiceRequest, validation_problems
-from cds_service.evaluation import evaluate_node
-from cds_service.facts import extract_facts
-from cds_service.hooks import decide_orders, orders_in_scope
-from cds_service.prefetch import KEY_TYPES, NOT_A_DATA_GAP, PREFETCH, REQUIRED_KEYS
-from cds_service.questionnaires import (
+from cds_service.cards.card import card_for
+from cds_service.cards.coverage_info import coverage_action
+from cds_service.protocol.fhir_models import Questionnaire, QuestionnaireResponse, ServiceRequest, validation_problems
+from cds_service.engine.evaluation import evaluate_node
+from cds_service.engine.facts import extract_facts
+from cds_service.protocol.hooks import decide_orders, orders_in_scope
+from cds_service.record.prefetch import KEY_TYPES, NOT_A_DATA_GAP, PREFETCH, REQUIRED_KEYS
+from cds_service.cards.questionnaires import (
     base_url_for, build_questionnaire, canonical, documented_leaves, link_id, questionnaire_id,
     questionnaire_url,
 )

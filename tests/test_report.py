@@ -12,10 +12,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cds_service.cli import SAMPLES, main
-from cds_service.feedback import Coding, FeedbackItem
-from cds_service.report import build_report, load_report, render_html, render_text
-from cds_service.store import Store
+from cds_service.tools.cli import SAMPLES, main
+from cds_service.store.feedback import Coding, FeedbackItem
+from cds_service.protocol.report import build_report, load_report, render_html, render_text
+from cds_service.store.database import Store
 from jwt_helpers import JwksServer, public_jwk
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=timezone.utc)

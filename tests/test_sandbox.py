@@ -33,8 +33,9 @@ import jwt
 import pytest
 import requests
 
-from cds_service import close_app, create_app
-from cds_service.pama import RATING_SYSTEM, RATING_URL, RATINGS
+from cds_service import close_app
+from cds_service import create_app
+from cds_service.cards.pama import RATING_SYSTEM, RATING_URL, RATINGS
 from contract import assert_card_contract
 from fhir_stub import FhirStub
 from jwt_helpers import public_jwk

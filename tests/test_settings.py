@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from cds_service.errors import CdsConfigError
-from cds_service.settings import SANDBOX_ISSUER, SANDBOX_JWKS, load_settings, registry
+from cds_service.runtime.settings import SANDBOX_ISSUER, SANDBOX_JWKS, load_settings, registry
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cds_service import server
-from cds_service.cli import SAMPLES
+from cds_service.tools import server
+from cds_service.tools.cli import SAMPLES
 from fhir_stub import FhirStub
 from ports import free_port
 
@@ -45,7 +45,7 @@ class Served:
         environ |= {"SPINE_CDS_AUTH": "off", "SPINE_CDS_DATABASE": str(tmp_path / "served.sqlite3"),
                     "SPINE_CDS_TODAY": "2026-11-22", "SPINE_CDS_LOG_FORMAT": "json", **env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
+            [sys.executable, "-m", "cds_service.tools.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
             env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -241,7 +241,7 @@ def test_sigterm_lets_the_call_in_flight_finish_then_closes_and_exits_0(served):
     assert len(exits) == 2, "each worker closes its app"
     served_by = app.pid_of(body["hookInstance"])
     order = [(r["pid"], r["logger"]) for r in records]
-    assert order.index((served_by, "cds_service.access")) < order.index((served_by, "cds_service.server")), \
+    assert order.index((served_by, "cds_service.access")) < order.index((served_by, "cds_service.tools.server")), \
         "the worker closed its app before the call in flight was answered"
 
 

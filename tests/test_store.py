@@ -12,9 +12,9 @@ import psycopg
 import pytest
 
 from cds_service.errors import CdsConfigError
-from cds_service.feedback import Coding, FeedbackItem, parse_feedback
-from cds_service.store import DECISION_COLUMNS, SCHEMA_VERSION, Store
-from cds_service.store_schema import MIGRATIONS, statements
+from cds_service.store.feedback import Coding, FeedbackItem, parse_feedback
+from cds_service.store.database import DECISION_COLUMNS, SCHEMA_VERSION, Store
+from cds_service.store.schema import MIGRATIONS, statements
 from pg_server import pg_database, pg_server  # noqa: F401  (fixtures)
 
 T0 = datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)
@@ -322,8 +322,8 @@ def test_concurrent_feedback_from_separate_connections(database):
 def test_sqlite_writers_of_several_processes_take_turns_on_a_file_lock(tmp_path):
     """A second writer waits for the turn (no SQLite busy-handler sleeps) and writes as soon as
     it is given back; held too long, the store answers 'unavailable' instead of hanging."""
-    from cds_service.store_schema import StoreUnavailable
-    from cds_service.store_sqlite import WriterTurn
+    from cds_service.store.schema import StoreUnavailable
+    from cds_service.store.sqlite import WriterTurn
     path = tmp_path / "s.sqlite3"
     with Store(str(path)) as first, Store(str(path)) as second:
         holder = WriterTurn(str(path) + ".lock")  # as another process would hold it

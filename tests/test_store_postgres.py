@@ -9,13 +9,14 @@ from datetime import datetime, timezone
 import psycopg
 import pytest
 
-from cds_service import close_app, create_app
-from cds_service.cli import SAMPLES, main
+from cds_service import close_app
+from cds_service import create_app
+from cds_service.tools.cli import SAMPLES, main
 from cds_service.errors import CdsConfigError
-from cds_service.feedback import FeedbackItem
-from cds_service.store import Store, StoreUnavailable
-from cds_service import store_postgres
-from cds_service.database_url import mask_url
+from cds_service.store.feedback import FeedbackItem
+from cds_service.store.database import Store, StoreUnavailable
+from cds_service.store import postgres as store_postgres
+from cds_service.store.database_url import mask_url
 from pg_server import PASSWORD, free_port, pg_database, pg_server  # noqa: F401  (fixtures)
 
 SELECT, SIGN = "/cds-services/spine-imaging-order-select", "/cds-services/spine-imaging-order-sign"

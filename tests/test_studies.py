@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from cds_service.studies import spine_orders
+from cds_service.engine.studies import spine_orders
 
 
 def _order(oid, system, code):

@@ -14,7 +14,7 @@ from datetime import date
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
-from cds_service.patients import PATIENTS, as_prefetch, describe, hook_request, load_bundle, local_ids, patient_files
+from cds_service.tools.patients import PATIENTS, as_prefetch, describe, hook_request, load_bundle, local_ids, patient_files
 from medplum import ROOT, decisions
 
 with warnings.catch_warnings():  # simple-icd-10-cm 1.5 loads its data with a deprecated importlib call

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from cds_service.terminology import ingredient_name
+from cds_service.engine.terminology import ingredient_name
 
 RX, ICD = "http://www.nlm.nih.gov/research/umls/rxnorm", "http://hl7.org/fhir/sid/icd-10-cm"
 
@@ -50,7 +50,7 @@ def test_the_tagger_answers_as_the_terminology_does(registry, coding, valueset, 
 
 
 def test_the_tagger_unions_codings_takes_the_first_study_and_skips_junk(registry):
-    from cds_service.tagging import Tagger
+    from cds_service.engine.tagging import Tagger
     tagger = Tagger(registry.terminology, registry.catalog, limit=2)
     cpt = "http://www.ama-assn.org/go/cpt"
     concept = {"coding": ["junk", None, {"system": ["a list"], "code": "M54.16"}, {"system": ICD, "code": {"x": 1}},

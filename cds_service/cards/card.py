@@ -1,0 +1,160 @@
+"""Build the CDS Hooks card for each decision: one card per decided order, pure dicts.
+
+Card and suggestion ids are UUIDv5 of the hook instance and order, so the same call yields the
+same ids (feedback and "don't nag twice" can rely on them) without a random source in the core.
+"""
+from __future__ import annotations
+
+import uuid
+
+from cds_service.cards import card_text as text
+from cds_service.cards import questionnaires
+from cds_service.engine.decision import ALTERNATIVE, APPROVE, DOCUMENTATION, INCOMPLETE, NO_POLICY, Decision
+from cds_service.engine.evaluation import missing_items
+
+CARD_TYPES = "http://terminology.hl7.org/CodeSystem/cdshooks-card-type"
+OVERRIDE_SYSTEM = "https://spine-cds.example.org/fhir/CodeSystem/override-reason"
+NAMESPACE = uuid.UUID("8a3c7d0e-4f1b-5c2d-9e6f-0a1b2c3d4e5f")
+TOPICS = {
+    APPROVE: ("appropriate-use", "Appropriate use"),
+    ALTERNATIVE: ("therapy-alternatives-opt", "Alternative study"),
+    DOCUMENTATION: ("guideline", "Documentation needed"),
+    NO_POLICY: ("guideline", "No applicable guideline"),
+    INCOMPLETE: ("guideline", "Check could not complete"),
+}
+OVERRIDE_REASONS = (
+    ("documented-elsewhere", "Criteria are documented in notes not yet in the record"),
+    ("clinical-judgment", "Clinical judgment: this study is needed now"),
+    ("alternative-not-suitable", "The suggested alternative is not suitable for this patient"),
+    ("urgent", "Urgent or emergency presentation"),
+)
+
+
+def stable_uuid(*parts: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
+
+
+def card_for(decision: Decision, hook_instance: str, base_url: str = "") -> dict:
+    """The one decision card for an order.  ``base_url`` (absolute, the service's public root) is
+    needed only for the documentation card's questionnaire link; without it there is no link."""
+    builder = {APPROVE: _approve, ALTERNATIVE: _alternative, DOCUMENTATION: _documentation, NO_POLICY: _no_policy,
+               INCOMPLETE: _incomplete}
+    card = builder[decision.outcome](decision, hook_instance, base_url)
+    code, display = TOPICS[decision.outcome]
+    card["uuid"] = stable_uuid(hook_instance, decision.order.reference, "card")
+    card["source"] = {"label": decision.route.program.name,
+                      "topic": {"system": CARD_TYPES, "code": code, "display": display}}
+    card["extension"] = {"spine-cds.decision": decision_extension(decision)}
+    if decision.outcome in (ALTERNATIVE, DOCUMENTATION):
+        card["overrideReasons"] = [{"system": OVERRIDE_SYSTEM, "code": c, "display": d} for c, d in OVERRIDE_REASONS]
+    return card
+
+
+def decision_extension(d: Decision) -> dict:
+    """The stable, machine-readable decision (external checks depend on these keys)."""
+    ext = {"order": d.order.reference, "outcome": d.outcome, "program": d.route.program.id,
+           "guideline": d.guideline.id if d.guideline else None, "indication": d.indication_id,
+           "routedBy": d.route.routed_by}
+    if d.outcome == APPROVE:
+        ext["evidence"] = list(d.indication.result.evidence)
+    if d.alternative_study:
+        ext["alternative"] = {"id": d.alternative.rule.id, "cpt": d.alternative_study.cpt}
+    if d.data_gaps:
+        ext["dataGaps"] = list(d.data_gaps)
+    if d.outcome == DOCUMENTATION and d.indication:
+        ext["missing"] = [m.text() for m in _missing(d)]
+        if d.indication.result.met_on and not d.blocking_gates:
+            ext["metOn"] = d.indication.result.met_on.isoformat()
+    return ext
+
+
+def _missing(d: Decision):
+    if d.blocking_gates:
+        return [m for gate in d.blocking_gates for m in missing_items(gate.result)]
+    return missing_items(d.indication.result)
+
+
+def _approve(d: Decision, _hook: str, _base_url: str) -> dict:
+    rule = d.indication.rule
+    lines = [f"**{rule.label}** — meets {d.guideline.title}.", "", f"> {text.cite(rule)}", "",
+             "Evidence in the record:", *text.evidence_lines(d.indication.result), "", text.program_note(d)]
+    return {"summary": text.approve_summary(d), "indicator": "info", "detail": "\n".join(lines)}
+
+
+def _alternative(d: Decision, hook_instance: str, _base_url: str) -> dict:
+    rule, study = d.alternative.rule, d.alternative_study
+    lines = [f"**{rule.label}.** {rule.reason.rstrip('.')}.", "", f"> {text.cite(rule)}", "",
+             *text.evidence_lines(d.alternative.result), "", text.program_note(d)]
+    suggestion = {
+        "label": f"Order {study.display} instead of {d.order.study.display}",
+        "uuid": stable_uuid(hook_instance, d.order.reference, "suggestion", study.cpt),
+        "isRecommended": True,
+        "actions": [
+            {"type": "delete", "description": f"Remove the draft order for {d.order.study.display}",
+             "resourceId": d.order.reference},
+            {"type": "create", "description": f"Order {study.display}",
+             "resource": replacement_order(d.order.resource, study, hook_instance)},
+        ],
+    }
+    return {"summary": text.alternative_summary(d), "indicator": "warning", "detail": "\n".join(lines),
+            "selectionBehavior": "at-most-one", "suggestions": [suggestion]}
+
+
+def replacement_order(draft: dict, study, hook_instance: str) -> dict:
+    """A new draft ServiceRequest for ``study``, keeping the draft's subject, reasons and requester."""
+    order = {"resourceType": "ServiceRequest",
+             "id": stable_uuid(hook_instance, str(draft.get("id")), study.cpt),
+             "status": "draft", "intent": draft.get("intent") if draft.get("intent") in ("order", "plan", "proposal") else "order",
+             "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": study.cpt, "display": study.display}],
+                      "text": study.display}}
+    for key in ("subject", "encounter", "requester", "reasonCode", "reasonReference", "insurance", "authoredOn"):
+        if draft.get(key):
+            order[key] = draft[key]
+    return order
+
+
+def _documentation(d: Decision, _hook: str, base_url: str) -> dict:
+    lines = []
+    if d.blocking_gates:
+        gate = d.blocking_gates[0]
+        lines += [f"**{d.indication.rule.label}** is documented, but this request also needs: **{gate.rule.label}**", "",
+                  f"> {text.cite(gate.rule)}", ""]
+    elif d.indication:
+        lines += [f"Nearest indication: **{d.indication.rule.label}**", "", f"> {text.cite(d.indication.rule)}", ""]
+    lines += ["To meet it, record:", *text.checklist(_missing(d))] if d.indication else [
+        "No indication of this guideline is documented.", "",
+        f"Neither the order's reasons nor the record match any of the {len(d.guideline.indications)} indications of "
+        f"{d.guideline.title}. Record the clinical reason for this study as a problem or as the order's reason."]
+    found = text.evidence_lines(d.indication.result) if d.indication else []
+    if found:
+        lines += ["", "Already in the record:", *found]
+    others = [r.rule.label for r in d.nearest[1:]] if d.indication else []
+    if others:
+        lines += ["", "Other indications that could apply: " + "; ".join(others) + "."]
+    lines += ["", text.program_note(d)]
+    card = {"summary": text.documentation_summary(d), "indicator": "warning", "detail": "\n".join(lines)}
+    rule = questionnaires.target(d)  # a DTR-style questionnaire: attesting it satisfies `documented` criteria
+    url = questionnaires.questionnaire_url(base_url, d.guideline.id, rule.id) if rule else None
+    if url:
+        card["links"] = [{"label": text.shorten(f"Document it: {rule.label}", 80), "url": url, "type": "absolute"}]
+    return card
+
+
+def _incomplete(d: Decision, _hook: str, _base_url: str) -> dict:
+    """Part of the record could not be read: say so, say what was read, never guess."""
+    lines = [f"spine-cds could not read part of the patient's record from the EHR "
+             f"({', '.join(d.data_gaps)}), so whether this {d.order.study.display} meets "
+             f"{d.guideline.title} is **not known**. Nothing was concluded from the incomplete record.", "",
+             "Re-open or re-sign the order to try again. If this keeps happening, the EHR's FHIR server may be "
+             "slow or down: tell your EHR administrator."]
+    if d.indication:
+        lines += ["", f"From the part that was read, the nearest indication is **{d.indication.rule.label}**.",
+                  *text.evidence_lines(d.indication.result)]
+    lines += ["", text.program_note(d)]
+    return {"summary": text.incomplete_summary(d), "indicator": "warning", "detail": "\n".join(lines)}
+
+
+def _no_policy(d: Decision, _hook: str, _base_url: str) -> dict:
+    detail = (f"{d.route.program.name} has no encoded guideline for {d.order.study.display}; "
+              f"spine-cds makes no decision for this order.\n\n{text.program_note(d)}")
+    return {"summary": text.no_policy_summary(d), "indicator": "info", "detail": detail}

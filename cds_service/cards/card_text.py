@@ -1,0 +1,125 @@
+"""Clinician-facing wording: summaries under 140 characters and markdown details.
+
+Kept apart from the card structure so wording can be reviewed (and tested) on its own.
+"""
+from __future__ import annotations
+
+from datetime import date
+
+from cds_service.engine.decision import Decision
+from cds_service.engine.fhir_dates import human_date, lower_first
+from cds_service.engine.evaluation import Missing, missing_items
+from cds_service.model import Result, Status
+
+SUMMARY_LIMIT = 139
+NOT_FOUND = "not found in the record"  # the default reason: implied by a checklist line
+
+
+def shorten(text: str, limit: int = SUMMARY_LIMIT) -> str:
+    """Cut ``text`` to ``limit`` characters at a word boundary, with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:—-") + "…"
+
+
+def day(value: date) -> str:
+    return human_date(value)
+
+
+def short(d: Decision) -> str:
+    return d.route.program.short_name
+
+
+def study_name(decision: Decision) -> str:
+    study = decision.order.study
+    return f"{study.region.capitalize()} spine {'MRI' if study.modality == 'MR' else study.modality}"
+
+
+def approve_summary(d: Decision) -> str:
+    return shorten(f"{study_name(d)} meets {short(d)} criteria: {d.indication.rule.label}")
+
+
+def alternative_summary(d: Decision) -> str:
+    return shorten(f"Order {d.alternative_study.display} instead — {d.alternative.rule.reason.rstrip('.')}")
+
+
+def documentation_summary(d: Decision) -> str:
+    prefix = f"{study_name(d)}: "
+    if d.blocking_gates:
+        return shorten(prefix + f"{short(d)} also needs: {lower_first(d.blocking_gates[0].rule.label)}")
+    if d.indication and d.indication.result.met_on:
+        return shorten(prefix + f"{short(d)} criteria met on {day(d.indication.result.met_on)} "
+                       f"({d.indication.rule.label})")
+    first = _first_missing(d)
+    if first and len(first) > 60 and d.indication:
+        first = lower_first(d.indication.rule.label)  # a long checklist line: name the indication instead
+    return shorten(prefix + (f"document {first} to meet {short(d)} criteria" if first
+                             else f"the record does not show {short(d)} criteria"))
+
+
+def incomplete_summary(d: Decision) -> str:
+    return shorten(f"{study_name(d)}: {short(d)} check could not complete — EHR data unavailable; try again")
+
+
+def no_policy_summary(d: Decision) -> str:
+    return shorten(f"No {d.route.program.name} guideline covers {lower_first(study_name(d))} here; no decision made")
+
+
+def _first_missing(d: Decision) -> str | None:
+    if not d.indication:
+        return None
+    items = missing_items(d.indication.result)
+    return lower_first(items[0].text()) if items else None
+
+
+def cite(rule) -> str:
+    quote = rule.source.get("quote")
+    return f"{rule.source['section']}" + (f': "{quote}"' if quote else "")
+
+
+def evidence_lines(result: Result) -> list[str]:
+    """One line per met leaf: its label, what was found, and the resources."""
+    if result.status != Status.MET and result.combinator != "all":
+        return []
+    if result.children and result.combinator != "not":
+        return [line for child in result.children if child.status == Status.MET for line in evidence_lines(child)]
+    refs = ", ".join(r for r in result.evidence if r != "Patient")
+    found = f": {result.detail}" if result.detail else ""
+    return [f"- {result.label}{found}" + (f" — `{refs}`" if refs else "")]
+
+
+def checklist(items: list[Missing]) -> list[str]:
+    """A markdown task list; alternatives ("one of") nest under their line."""
+    lines = []
+    for item in items:
+        lines.append(f"- [ ] {_missing_text(item)}")
+        lines.extend(_options(item.one_of, depth=1))
+    return lines
+
+
+def _options(options: tuple[Missing, ...], depth: int) -> list[str]:
+    lines = []
+    for option in options:
+        lines.append(f"{'    ' * depth}- {_missing_text(option)}")
+        lines.extend(_options(option.one_of, depth + 1))
+    return lines
+
+
+def _missing_text(item: Missing) -> str:
+    text = ("One of:" if item.label == "one of" else f"{item.label} — one of:") if item.one_of else item.label
+    if item.met_on:
+        text += f" (met on {day(item.met_on)} if it continues)"
+    if item.detail and not item.one_of and item.detail != NOT_FOUND:
+        text += f" — {item.detail}"
+    return text
+
+
+def program_note(d: Decision) -> str:
+    note = f"Program: **{d.route.program.name}**"
+    if d.route.routed_by == "default":
+        note += f" — the default program ({d.route.note})"
+    if d.guideline:
+        note += f". Guideline: {d.guideline.title}" + (f", {d.guideline.version}" if d.guideline.version else "")
+    gaps = f"\n\nCould not read from the EHR: {', '.join(d.data_gaps)} — criteria from these are shown as unknown." if d.data_gaps else ""
+    return note + "." + gaps

@@ -1,0 +1,249 @@
+"""Authentication of the CDS client (CDS Hooks 2.0 "Trusting CDS Clients" + best practices).
+
+Every call carries ``Authorization: Bearer <JWT>`` signed by the client.  We trust a client only
+through the ``trusted_issuers`` setting ({iss: JWKS URL}); keys are fetched from that URL and
+nowhere else, so a token's own ``jku`` can never make us call an attacker's host (SSRF).  Only
+ES384 and RS384 are accepted: the spec forbids ``none`` and symmetric algorithms, and pinning the
+algorithm before any key work closes the classic algorithm-confusion attacks.  Every failure is a
+:class:`CdsAuthError` whose reason is a fixed phrase for the log: it never quotes the token or
+any attacker-controlled header or claim value.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+
+import cachetools
+import jwt
+import requests
+
+from cds_service.errors import CdsAuthError
+from cds_service.runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = frozenset({"ES384", "RS384"})
+REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "jti")
+FETCH_TIMEOUT_S = 3.0
+MIN_REFETCH_INTERVAL_S = 10.0  # at most one JWKS fetch per URL per interval: no hammering
+MAX_JWKS_BYTES = 256 * 1024
+MAX_SEEN_JTIS = 200_000  # ~55 calls/s for an hour; beyond that the oldest jtis are forgotten
+
+
+def audience_for(request_url: str, public_base_url: str, path: str) -> str:
+    """The URL the client called, which the JWT ``aud`` must name.
+
+    Behind a proxy the request URL we see is not the one the client used, so the configured
+    public base URL wins; otherwise the request URL without query string or fragment.
+    """
+    if public_base_url:
+        return public_base_url.rstrip("/") + "/" + path.lstrip("/")
+    return request_url.split("#", 1)[0].split("?", 1)[0]
+
+
+def _strip_slash(url: str) -> str:
+    return url[:-1] if url.endswith("/") else url
+
+
+class ClientAuthenticator:
+    """Verifies CDS client JWTs; thread-safe, one instance per app.
+
+    ``session`` and ``clock`` are injectable so tests can count fetches and move time without
+    sleeping; the clock also drives the TTL caches.  Without a session a private one is kept
+    for the life of the instance (connection reuse to the JWKS hosts).
+    """
+
+    def __init__(self, settings: Settings, *, session: requests.Session | None = None,
+                 clock: Callable[[], float] = time.time):
+        self._issuers = dict(settings.trusted_issuers)
+        self._leeway = float(settings.jwt_leeway_s)
+        self._max_age = float(settings.jwt_max_age_s)
+        self._session = session or requests.Session()
+        self._clock = clock
+        urls = set(self._issuers.values())
+        self._jwks: cachetools.TTLCache = cachetools.TTLCache(
+            maxsize=max(1, len(urls)), ttl=settings.jwks_cache_ttl_s, timer=clock)
+        self._last_fetch: dict[str, float] = {}
+        self._url_locks = {url: threading.Lock() for url in urls}
+        self._cache_lock = threading.Lock()  # TTLCache is not thread-safe
+        # A token is usable until iat + max_age, and iat may be up to leeway ahead of us.
+        self._seen: cachetools.TTLCache = cachetools.TTLCache(
+            maxsize=MAX_SEEN_JTIS, ttl=self._max_age + self._leeway, timer=clock)
+        self._seen_lock = threading.Lock()
+
+    def verify(self, authorization: str | None, audience: str) -> dict:
+        """Return the verified claims or raise CdsAuthError(reason).
+
+        Cheap, offline checks come first (header, alg, trusted iss, jku) so that a forged token
+        costs no key work and no network; the jti is recorded last, so a token that fails any
+        check does not burn its jti.
+        """
+        token = self._bearer(authorization)
+        header = self._header(token)
+        iss = self._unverified_issuer(token)
+        url = self._issuers[iss]
+        if "jku" in header and header["jku"] != url:
+            raise CdsAuthError("jku is not the trusted JWKS URL of the issuer")
+        key = self._key(url, header["kid"], header["alg"])
+        claims = self._decode(token, key, header["alg"])
+        self._check_times(claims)
+        self._check_audience(claims["aud"], audience)
+        self._check_replay(iss, claims["jti"])
+        return claims
+
+    @staticmethod
+    def _bearer(authorization: str | None) -> str:
+        """The token from ``Authorization: Bearer <jwt>``; the scheme is case-insensitive."""
+        if not authorization:
+            raise CdsAuthError("no Authorization header")
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise CdsAuthError("Authorization is not a Bearer token")
+        return token.strip()
+
+    @staticmethod
+    def _header(token: str) -> dict:
+        """The unverified JOSE header, vetted before any key is looked up or fetched."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise CdsAuthError("malformed token") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in ALGORITHMS:  # a list or object here is unhashable: no 500
+            raise CdsAuthError("alg is not ES384 or RS384")
+        typ = header.get("typ")
+        if typ is not None and (not isinstance(typ, str) or typ.upper() != "JWT"):
+            raise CdsAuthError("typ is not JWT")
+        if not isinstance(header.get("kid"), str) or not header["kid"]:
+            raise CdsAuthError("kid missing")
+        return header
+
+    def _unverified_issuer(self, token: str) -> str:
+        """The ``iss`` claim, read unverified only to pick the trusted key set."""
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise CdsAuthError("malformed token payload") from None
+        iss = claims.get("iss")
+        if not isinstance(iss, str) or iss not in self._issuers:
+            raise CdsAuthError("iss missing or not trusted")
+        return iss
+
+    def _key(self, url: str, kid: str, alg: str) -> jwt.PyJWK:
+        """The public key ``kid`` of the trusted set, refreshing once if the kid is unknown."""
+        keys = self._keys(url, refresh=False)
+        if keys is not None and kid not in keys:
+            keys = self._keys(url, refresh=True)
+        if keys is None:
+            raise CdsAuthError("the issuer's JWKS is unavailable")
+        jwk = keys.get(kid)
+        if jwk is None:
+            raise CdsAuthError("kid not in the issuer's JWKS")
+        if jwk.get("alg", alg) != alg:
+            raise CdsAuthError("key is not meant for the token's alg")
+        try:
+            return jwt.PyJWK(jwk, algorithm=alg)
+        except jwt.PyJWTError:
+            raise CdsAuthError("key does not fit the token's alg") from None
+
+    def _keys(self, url: str, *, refresh: bool) -> dict[str, dict] | None:
+        """The key set of ``url`` ({kid: jwk}) from cache, fetched when missing or on refresh.
+
+        Fetches are rate-limited per URL, including after a failure, so forged tokens naming a
+        trusted issuer cannot turn us into a load generator against its JWKS host.
+        """
+        with self._url_locks[url]:  # one fetch per URL at a time; others wait and reuse it
+            with self._cache_lock:
+                keys = self._jwks.get(url)
+            if keys is not None and not refresh:
+                return keys
+            last = self._last_fetch.get(url)
+            if last is not None and self._clock() - last < MIN_REFETCH_INTERVAL_S:
+                return keys
+            self._last_fetch[url] = self._clock()
+            fresh = self._fetch(url)
+            if fresh is None:
+                return keys
+            with self._cache_lock:
+                self._jwks[url] = fresh
+            return fresh
+
+    def _fetch(self, url: str) -> dict[str, dict] | None:
+        """Download and parse one JWKS; None (logged) when it is unreachable or invalid."""
+        try:
+            with self._session.get(url, timeout=FETCH_TIMEOUT_S, allow_redirects=False,
+                                   stream=True, headers={"Accept": "application/json"}) as resp:
+                if resp.status_code != 200:
+                    raise ValueError(f"HTTP {resp.status_code}")
+                body = b""
+                for chunk in resp.iter_content(chunk_size=16384):
+                    body += chunk
+                    if len(body) > MAX_JWKS_BYTES:
+                        raise ValueError("JWKS too large")
+            return _parse_jwks(json.loads(body))
+        except (requests.RequestException, ValueError) as exc:
+            log.warning("could not fetch the JWKS at %s: %s", url, exc)
+            return None
+
+    @staticmethod
+    def _decode(token: str, key: jwt.PyJWK, alg: str) -> dict:
+        """Verify the signature (with the pinned alg) and that the required claims exist."""
+        options = {"require": list(REQUIRED_CLAIMS), "verify_exp": False, "verify_iat": False,
+                   "verify_nbf": False, "verify_aud": False, "verify_iss": False}
+        try:
+            return jwt.decode(token, key=key, algorithms=[alg], options=options)
+        except jwt.MissingRequiredClaimError:
+            raise CdsAuthError("a required claim is missing") from None
+        except jwt.PyJWTError as exc:
+            raise CdsAuthError(f"token rejected ({type(exc).__name__})") from None
+
+    def _check_times(self, claims: dict) -> None:
+        """exp, iat (and nbf if present) against our clock, with the configured leeway."""
+        exp, iat, nbf = claims["exp"], claims["iat"], claims.get("nbf", 0)
+        if not all(_is_number(v) for v in (exp, iat, nbf)):
+            raise CdsAuthError("exp/iat/nbf is not a number")
+        now = self._clock()
+        if exp + self._leeway <= now:
+            raise CdsAuthError("token expired")
+        if iat - self._leeway > now or nbf - self._leeway > now:
+            raise CdsAuthError("token issued in the future")
+        if now - iat > self._max_age:
+            raise CdsAuthError("token too old (iat)")
+
+    @staticmethod
+    def _check_audience(aud, audience: str) -> None:
+        """``aud`` (string or list) must name exactly the URL called, give or take one '/'."""
+        auds = [aud] if isinstance(aud, str) else aud
+        if not isinstance(auds, list) or not all(isinstance(a, str) for a in auds):
+            raise CdsAuthError("aud is not a string or list of strings")
+        if _strip_slash(audience) not in {_strip_slash(a) for a in auds}:
+            raise CdsAuthError("aud does not match the endpoint called")
+
+    def _check_replay(self, iss: str, jti) -> None:
+        """Refuse a second use of (iss, jti) while the token could still be accepted."""
+        if not isinstance(jti, str) or not jti:
+            raise CdsAuthError("jti is not a non-empty string")
+        with self._seen_lock:
+            if (iss, jti) in self._seen:
+                raise CdsAuthError("jti replayed")
+            self._seen[(iss, jti)] = True
+
+
+def _is_number(value) -> bool:
+    """A finite JSON number (Python's json accepts NaN/Infinity, which would defeat exp/iat)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _parse_jwks(data) -> dict[str, dict]:
+    """{kid: jwk} of the asymmetric signing keys of a JWK Set; ValueError if it is not one."""
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise ValueError("not a JWK Set")
+    return {
+        k["kid"]: k for k in data["keys"]
+        if isinstance(k, dict) and isinstance(k.get("kid"), str)
+        and k.get("kty") in {"EC", "RSA"} and k.get("use", "sig") == "sig"
+    }

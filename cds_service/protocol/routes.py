@@ -1,0 +1,227 @@
+"""HTTP edges: discovery, the hook services, feedback, health.  Thin: parse, call, answer."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from datetime import date, datetime, timezone
+
+import orjson
+from flask import Blueprint, current_app, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from cds_service.store.audit import decision_rows, failed_call_record, hook_call_record
+from cds_service.protocol.auth import audience_for
+from cds_service.protocol.discovery import SERVICES, discovery_document
+from cds_service.errors import CdsBadRequest, CdsError, CdsNotFound
+from cds_service.store.feedback import parse_feedback
+from cds_service.protocol.hook_request import parse_hook_request
+from cds_service.protocol.hooks import orders_in_scope, respond
+from cds_service.protocol.request_log import bind_request_id
+from cds_service.protocol.metrics import metrics_of
+from cds_service.cards.questionnaires import base_url_for
+from cds_service.store.repeats import drop_repeats
+
+bp = Blueprint("cds", __name__)
+log = logging.getLogger(__name__)
+
+
+def state():
+    return current_app.extensions["spine_cds"]
+
+
+@bp.get("/cds-services")
+def discovery():
+    return discovery_document()
+
+
+@bp.get("/health")
+def health():
+    return {"status": "ok", "guidelines": sorted(g.id for g in state().registry.guidelines.values() if g.encoded)}
+
+
+@bp.post("/cds-services/<service_id>")
+def call_service(service_id: str):
+    service = _service(service_id)
+    _authenticate()
+    started, body = time.perf_counter(), None
+    try:
+        body = _json_body()
+        hook, response, decisions, shown = _decide(body, service["hook"])
+    except Exception as exc:
+        _audit_failure(service_id, body, exc, started)
+        raise
+    _remember(service_id, hook, response, decisions, shown, started)
+    return response
+
+
+def _decide(body: object, hook_name: str):
+    """Validate, gather and decide: (the hook request, the response, the decisions behind it,
+    the fingerprints of the cards shown to store with the call)."""
+    hook = parse_hook_request(body, hook_name)
+    bind_request_id(hook.hook_instance)
+    st = state()
+    in_scope, _ = orders_in_scope(hook, st.registry)
+    if not in_scope:
+        log.info("hook=%s instance=%s spine_orders=0", hook.hook, hook.hook_instance)
+        return hook, {"cards": []}, [], None
+    record = st.gatherer.gather(hook)
+    response, decisions = respond(hook, record, st.registry, st.settings.default_program, _today(),
+                                  compare_programs=st.settings.compare_programs,
+                                  base_url=base_url_for(st.settings.public_base_url, request.url_root))
+    metrics_of(current_app).record_decisions(hook.hook, record.sources, decisions)
+    response, shown = drop_repeats(hook, response, decisions, st.shown)
+    return hook, response, decisions, shown
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str):
+    _service(service_id)
+    _authenticate()
+    items = parse_feedback(_json_body())
+    metrics_of(current_app).record_feedback(service_id, items)
+    received = datetime.now(timezone.utc).isoformat()
+    stored = sum(state().store.record_feedback(service_id, item, received) for item in items)
+    log.info("feedback service=%s items=%d new=%d", service_id, len(items), stored)
+    return {"received": len(items), "stored": stored}
+
+
+def _service(service_id: str) -> dict:
+    service = SERVICES.get(service_id)
+    if service is None:
+        raise CdsNotFound(f"No CDS service {service_id!r}; GET /cds-services lists the services.")
+    return service
+
+
+def _authenticate() -> None:
+    st = state()
+    if st.settings.auth:
+        st.authenticator.verify(request.headers.get("Authorization"),
+                                audience_for(request.url, st.settings.public_base_url, request.path))
+
+
+def _json_body() -> object:
+    return parse_json(_raw_body() or b"null")
+
+
+def _raw_body() -> bytes:
+    """The request body.  With a Content-Length within ``MAX_CONTENT_LENGTH`` it is read in one
+    call: werkzeug's size-limited stream reads 64 KB at a time into a bytearray and copies it
+    again, which under gunicorn cost a long chart about 0.3 ms.  A larger Content-Length is 413,
+    as werkzeug would answer; without one (chunked), werkzeug's stream enforces the limit."""
+    length, limit = request.content_length, current_app.config["MAX_CONTENT_LENGTH"]
+    if length is None:
+        return request.get_data(cache=False)
+    if limit is not None and length > limit:
+        raise RequestEntityTooLarge()
+    return request.environ["wsgi.input"].read(length)
+
+
+def parse_json(raw: bytes) -> object:
+    """The parsed body.  orjson first: it parses a long chart about twice as fast as the standard
+    library, and refuses anything unusual — NaN, lone surrogate escapes, UTF-16, nesting beyond
+    1,024 levels — which then gets exactly the standard library's treatment as before (accepted,
+    or a 400 naming the problem).  The one thing orjson reads differently, an integer beyond 64
+    bits, becomes a float: no FHIR element we read holds such a number."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _strict_json(raw)
+
+
+def _strict_json(raw: bytes) -> object:
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise CdsBadRequest(f"The request body is not valid JSON ({type(exc).__name__}); send a CDS Hooks request object.") from exc
+    if _SURROGATE_ESCAPE.search(raw) and not _is_unicode(body):
+        raise CdsBadRequest("The request body has a string with an unpaired surrogate escape (\\ud800-\\udfff), which is "
+                            "not Unicode text (RFC 8259 8.2); send the text as UTF-8 or as a complete surrogate pair.")
+    return body
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _is_unicode(body: object) -> bool:
+    """False when a string holds a lone surrogate: it can be neither stored, logged nor hashed as UTF-8.
+    Iterative, so a deeply nested body cannot overflow the stack here."""
+    stack = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
+
+
+def _today() -> date:
+    fixed = state().settings.today
+    return date.fromisoformat(fixed) if fixed else date.today()
+
+
+def _remember(service_id: str, hook, response: dict, decisions, shown, started: float) -> None:
+    """Store what each card decided (no PHI) so feedback can be joined to it, the call's audit
+    record (audit.py) and the shown cards' fingerprints (repeats.py), in one transaction
+    committed before the response is sent."""
+    now = datetime.now(timezone.utc).isoformat()
+    record = hook_call_record(audit_id=str(uuid.uuid4()), at=now, service_id=service_id, hook=hook, response=response,
+                              decisions=decisions, latency_ms=1000 * (time.perf_counter() - started))
+    state().store.record_hook_call(decision_rows(response, decisions, service_id, hook, now), record, shown)
+    for d in decisions:
+        log.info("hook=%s instance=%s order=%s program=%s guideline=%s outcome=%s indication=%s",
+                 hook.hook, hook.hook_instance, d.order.reference, d.route.program.id,
+                 d.guideline.id if d.guideline else None, d.outcome, d.indication_id)
+
+
+def _audit_failure(service_id: str, body: object, exc: Exception, started: float) -> None:
+    """Keep an audit record of a call that failed after authentication; never mask its error."""
+    status, code = ((exc.status, exc.code) if isinstance(exc, CdsError) else
+                    (exc.code or 500, "processing") if isinstance(exc, HTTPException) else (500, "exception"))
+    record = failed_call_record(audit_id=str(uuid.uuid4()), at=datetime.now(timezone.utc).isoformat(),
+                                service_id=service_id, body=body, status=status, code=code,
+                                latency_ms=1000 * (time.perf_counter() - started))
+    try:
+        state().store.record_audit(record)
+    except Exception as store_exc:  # the store is down too: the original error is what the client needs
+        log.warning("audit record of a failed call not stored: %s", type(store_exc).__name__)
+
+
+@bp.get("/report")
+def report():
+    """Operator page: card outcomes and override reasons (aggregates only, no PHI, no comment text)."""
+    _authenticate()
+    from cds_service.protocol.report import load_report, render_html
+    page = render_html(load_report(state().store), generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    return page, 200, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
+                       "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
+
+
+@bp.get("/questionnaires/<guideline_id>/<rule_id>")
+def questionnaire(guideline_id: str, rule_id: str):
+    """The documentation Questionnaire of an indication or gate (questionnaires.py).  No token:
+    it is public guideline content, fetched by whoever follows the card's link."""
+    from cds_service.cards.questionnaires import build_questionnaire, find_rule
+    guideline = state().registry.guidelines.get(guideline_id)
+    rule = find_rule(guideline, rule_id) if guideline and guideline.encoded else None
+    if rule is None:
+        raise CdsNotFound(f"No questionnaire for {guideline_id!r} / {rule_id!r}: not an indication or gate "
+                          "of an encoded guideline (GET /health lists the guidelines).")
+    return build_questionnaire(guideline, rule), 200, {"Content-Type": "application/fhir+json"}
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """This service's OpenAPI 3.1 description (cds_service/protocol/openapi.json, shipped in the package),
+    served as stored so what clients and the fuzz tests read is exactly the reviewed file."""
+    from importlib.resources import files
+    return files("cds_service.protocol").joinpath("openapi.json").read_bytes(), 200, {"Content-Type": "application/json"}

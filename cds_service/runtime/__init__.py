@@ -1,0 +1,2 @@
+"""Process-wide plumbing every layer above the engine may use: the settings registry and log format.
+"""

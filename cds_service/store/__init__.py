@@ -1,0 +1,5 @@
+"""Where decisions, feedback, shown-card fingerprints and audit records are kept.
+
+database (the Store interface), sqlite / postgres (the two back ends), schema, database_url,
+audit (what an audit record holds), repeats (cards already shown), feedback (items as stored).
+"""
