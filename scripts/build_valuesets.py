@@ -35,6 +35,7 @@ SYSTEMS = {
     "cpt": "http://www.ama-assn.org/go/cpt",
     "loinc": "http://loinc.org",
     "rxnorm": "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "nucc": "http://nucc.org/provider-taxonomy",
 }
 ICD_RELEASE = "ICD-10-CM FY2025 release"
 
@@ -80,10 +81,25 @@ def is_code(item: str) -> bool:
     return icd.is_category_or_subcategory(item) or icd.is_extended_subcategory(item)
 
 
+def filter_icd10(codes: list[str], recipe: dict) -> list[str]:
+    """Apply a recipe's optional ICD-10-CM filters.
+
+    ``icd10cm_exclude``: roots whose codes (and descendants) are dropped.
+    ``icd10cm_7th``: keep only 7-character codes whose 7th character is listed (e.g. ``["A", "B"]``
+    for initial encounters); codes without a 7th character are dropped.
+    """
+    excluded = set(icd10_codes(recipe.get("icd10cm_exclude", [])))
+    kept = [c for c in codes if c not in excluded]
+    sevenths = recipe.get("icd10cm_7th")
+    if sevenths:
+        kept = [c for c in kept if len(c.replace(".", "")) == 7 and c[-1] in sevenths]
+    return kept
+
+
 def expand(recipe: dict) -> list[dict]:
     """The ``expansion.contains`` of one recipe: ICD-10-CM descendants, then the listed codes."""
     contains = [{"system": SYSTEMS["icd10"], "code": code, "display": icd.get_description(code)}
-                for code in icd10_codes(recipe.get("icd10cm", []))]
+                for code in filter_icd10(icd10_codes(recipe.get("icd10cm", [])), recipe)]
     for system, code, display in recipe.get("codes", []):
         contains.append({"system": SYSTEMS[system], "code": code, "display": display})
     return contains
@@ -93,8 +109,13 @@ def recipe_text(recipe: dict) -> str:
     """One line that says how the expansion was made (stored in the ValueSet extension)."""
     parts = []
     if recipe.get("icd10cm"):
-        parts.append(f"ICD-10-CM descendants of {', '.join(recipe['icd10cm'])} (roots included), "
-                     f"simple-icd-10-cm {version('simple-icd-10-cm')}, {ICD_RELEASE}")
+        text = (f"ICD-10-CM descendants of {', '.join(recipe['icd10cm'])} (roots included), "
+                f"simple-icd-10-cm {version('simple-icd-10-cm')}, {ICD_RELEASE}")
+        if recipe.get("icd10cm_exclude"):
+            text += f", less descendants of {', '.join(recipe['icd10cm_exclude'])}"
+        if recipe.get("icd10cm_7th"):
+            text += f", only 7-character codes with 7th character {'/'.join(recipe['icd10cm_7th'])}"
+        parts.append(text)
     listed = recipe.get("codes", [])
     if listed:
         counts = {}

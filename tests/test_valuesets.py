@@ -20,7 +20,7 @@ BASE_URL = "https://spine-cds.example.org/fhir/ValueSet/"
 RECIPE_EXTENSION = "https://spine-cds.example.org/fhir/StructureDefinition/expansion-recipe"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 KNOWN_SYSTEMS = {ICD10CM, "http://snomed.info/sct", "http://www.ama-assn.org/go/cpt", "http://loinc.org",
-                 "http://www.nlm.nih.gov/research/umls/rxnorm"}
+                 "http://www.nlm.nih.gov/research/umls/rxnorm", "http://nucc.org/provider-taxonomy"}
 PATHS = sorted(FOLDER.glob("*.json"))
 
 
