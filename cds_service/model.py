@@ -16,6 +16,7 @@ ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+NUCC = "http://nucc.org/provider-taxonomy"   # clinician specialties (PractitionerRole.specialty)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,10 @@ class ClinicalItem(NamedTuple):
     unit: str | None = None
     abnormal: bool | None = None        # interpretation or reference range says so
     study: Study | None = None          # for imaging items: what was imaged
+    regions: frozenset[str] = frozenset()   # spine regions its codes (or its reason) name; empty = any
+    suspected: bool = False             # a provisional or differential diagnosis, not a confirmed one
+    dated_by: str | None = None         # where ``when`` came from when that matters: "recorded" (no onset
+                                        # on record), or the Condition that dates an order's reason
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from cds_service.tools.cli import SAMPLES
 from cds_service.errors import CdsConfigError
 from cds_service.record.fhir_client import SearchResult
 from cds_service.record.patient_record import RecordGatherer
-from cds_service.record.prefetch import PREFETCH
+from cds_service.record.prefetch import FETCHED_KEYS, PREFETCH
 from cds_service.runtime.settings import load_settings
 from fhir_stub import FhirStub, closed_port_url, resources_in, without_prefetch
 from redis_server import start_redis, redis_server, redis_url  # noqa: F401 (fixtures)
@@ -131,17 +131,17 @@ def test_an_empty_cache_url_is_the_in_process_cache():
 def test_the_cache_serves_the_same_user_and_token_only(stub, make_gatherer, backend):
     gatherer = make_gatherer(**backend)
     gatherer.gather(make_hook(stub.url))
-    assert len(stub.requests) == len(PREFETCH)
+    assert len(stub.requests) == len(FETCHED_KEYS)
     record = gatherer.gather(make_hook(stub.url))
-    assert len(stub.requests) == len(PREFETCH)
+    assert len(stub.requests) == len(FETCHED_KEYS)
     assert set(record.sources.values()) == {"cache"} and len(record.of_type("Condition")) == 2
     gatherer.gather(make_hook(stub.url, access_token=OTHER_TOKEN))
-    assert len(stub.requests) == 2 * len(PREFETCH)
+    assert len(stub.requests) == 2 * len(FETCHED_KEYS)
     assert stub.authorization[-1] == f"Bearer {OTHER_TOKEN}"
     gatherer.gather(make_hook(stub.url, user_id="Practitioner/doc-2"))
-    assert len(stub.requests) == 3 * len(PREFETCH)
+    assert len(stub.requests) == 3 * len(FETCHED_KEYS)
     gatherer.gather(make_hook(stub.url, patient_id="pat-other", context={"patientId": "pat-other", "userId": USER}))
-    assert len(stub.requests) == 4 * len(PREFETCH)
+    assert len(stub.requests) == 4 * len(FETCHED_KEYS)
 
 
 def test_two_instances_share_one_redis(stub, make_gatherer, redis_url):
@@ -149,7 +149,7 @@ def test_two_instances_share_one_redis(stub, make_gatherer, redis_url):
     first.gather(make_hook(stub.url))
     fetched = len(stub.requests)
     record = second.gather(make_hook(stub.url))
-    assert len(stub.requests) == fetched == len(PREFETCH)
+    assert len(stub.requests) == fetched == len(FETCHED_KEYS)
     assert set(record.sources.values()) == {"cache"} and record.patient["id"] == PATIENT_ID
 
 
@@ -157,7 +157,7 @@ def test_redis_down_degrades_to_no_cache(stub, make_gatherer, caplog):
     gatherer = make_gatherer(SPINE_CDS_CACHE_URL=closed_port_url().replace("http", "redis") + "/0")
     for _ in range(2):
         assert set(gatherer.gather(make_hook(stub.url)).sources.values()) == {"fhir"}
-    assert len(stub.requests) == 2 * len(PREFETCH)
+    assert len(stub.requests) == 2 * len(FETCHED_KEYS)
     assert caplog.text.count("Redis cache unavailable") == 1  # once per outage, not per key
 
 
@@ -171,7 +171,7 @@ def test_a_redis_outage_mid_life_degrades_to_the_fhir_server(stub, make_gatherer
         server.stop()
     caplog.set_level(logging.INFO)
     assert set(gatherer.gather(make_hook(stub.url)).sources.values()) == {"fhir"}
-    assert len(stub.requests) == 2 * len(PREFETCH)
+    assert len(stub.requests) == 2 * len(FETCHED_KEYS)
     assert "Redis cache unavailable" in caplog.text
 
 
@@ -203,12 +203,12 @@ def test_a_repeated_order_select_reads_nothing_again(make_app, backend):
         server.add(*resources_in(body["prefetch"]))
         apps = [make_app(SPINE_CDS_ALLOWED_FHIR_SERVERS=server.url, **backend).test_client() for _ in range(2)]
         first = apps[0].post(SELECT, json=sample_call(server.url, TOKEN)).get_json()
-        assert len(server.requests) == len(PREFETCH)
+        assert len(server.requests) == len(FETCHED_KEYS)
         again = apps[0].post(SELECT, json=sample_call(server.url, TOKEN)).get_json()
-        assert len(server.requests) == len(PREFETCH)
+        assert len(server.requests) == len(FETCHED_KEYS)
         assert again["cards"][0]["extension"] == first["cards"][0]["extension"]
         apps[0].post(SELECT, json=sample_call(server.url, OTHER_TOKEN, "Practitioner/other-doc"))
-        assert len(server.requests) == 2 * len(PREFETCH)
+        assert len(server.requests) == 2 * len(FETCHED_KEYS)
         apps[1].post(SELECT, json=sample_call(server.url, TOKEN))  # another instance
         shared = "SPINE_CDS_CACHE_URL" in backend
-        assert len(server.requests) == (2 if shared else 3) * len(PREFETCH)
+        assert len(server.requests) == (2 if shared else 3) * len(FETCHED_KEYS)

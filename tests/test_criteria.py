@@ -22,7 +22,10 @@ def _facts(case: dict, studies) -> Facts:
     items = tuple(ClinicalItem(ref=i["ref"], resource_type=i["type"], valuesets=frozenset(i.get("valuesets", [])),
                                display=i["ref"], when=date.fromisoformat(i["date"]) if i.get("date") else None,
                                status=i.get("status", "active"), value=i.get("value"), unit=i.get("unit"), abnormal=i.get("abnormal"),
-                               study=catalog[i["study"]] if i.get("study") else None)
+                               study=catalog[i["study"]] if i.get("study") else None,
+                               end=date.fromisoformat(i["end"]) if i.get("end") else None,
+                               regions=frozenset(i.get("regions", [])), suspected=i.get("suspected", False),
+                               dated_by=i.get("dated_by"))
                   for i in case.get("items", []))
     order = SpineOrder("ServiceRequest/o", {}, catalog["72148"])
     others = tuple(SpineOrder(f"ServiceRequest/x{n}", {}, catalog[cpt]) for n, cpt in enumerate(case.get("other_orders", [])))

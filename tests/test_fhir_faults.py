@@ -12,6 +12,7 @@ import re
 
 import pytest
 
+from cds_service.record.prefetch import FETCHED_KEYS
 from cds_service.tools.cli import SAMPLES
 from fhir_stub import FhirStub, closed_port_url, resources_in, without_prefetch
 
@@ -64,7 +65,7 @@ def test_a_healthy_server_is_searched_in_parallel_and_the_order_approved(stub, c
     [card] = response.get_json()["cards"]
     assert outcome(card) == "approve" and "Could not read" not in card["detail"]
     assert stub.max_in_flight >= 2
-    assert len(stub.requests) == 10 and set(stub.authorization) == {f"Bearer {TOKEN}"}
+    assert len(stub.requests) == len(FETCHED_KEYS) and set(stub.authorization) == {f"Bearer {TOKEN}"}
 
 
 def test_a_server_slower_than_the_deadline_is_abandoned(stub, call):

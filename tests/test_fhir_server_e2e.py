@@ -18,7 +18,7 @@ import pytest
 from cds_service.tools.patients import as_prefetch, describe, hook_request, load_bundle, local_ids, patient_files
 from medplum import TOKENS, USERS, MedplumServer, decisions, start_medplum
 
-from cds_service.record.prefetch import PREFETCH
+from cds_service.record.prefetch import FETCHED_KEYS, PREFETCH
 
 GENEROUS = {"SPINE_CDS_FHIR_TIMEOUT_S": "20", "SPINE_CDS_DEADLINE_S": "60", "SPINE_CDS_REPEAT_WINDOW_S": "0"}
 ALICE, BOB, ALICE_RENEWED = TOKENS
@@ -73,7 +73,7 @@ def patient_id(ids: dict[str, str], bundle: dict) -> str:
 
 def expected_paths(pid: str) -> set[str]:
     """The path of each prefetch template's read or search for this patient."""
-    return {"/" + template.split("?")[0].replace("{{context.patientId}}", pid) for template in PREFETCH.values()}
+    return {"/" + template.split("?")[0].replace("{{context.patientId}}", pid) for template in (PREFETCH[k] for k in FETCHED_KEYS)}
 
 
 def test_every_read_carries_exactly_the_token_the_ehr_gave_us(fhir, make_app):
@@ -81,10 +81,10 @@ def test_every_read_carries_exactly_the_token_the_ehr_gave_us(fhir, make_app):
     client = service(make_app, fhir.server)
     response = call(client, hook_request(bundle, ids, fhir_server=fhir.server.url, token=ALICE))
     stats = fhir.server.stats()
-    assert stats["byToken"] == {ALICE: len(PREFETCH)}, "one read or search per prefetch key, each with our token"
+    assert stats["byToken"] == {ALICE: len(FETCHED_KEYS)}, "one read or search per prefetch key, each with our token"
     assert {r["path"] for r in stats["requests"]} == expected_paths(patient_id(ids, bundle))
     assert all(f"patient={patient_id(ids, bundle)}" in r["query"] for r in stats["requests"] if r["query"])
-    assert stats["byStatus"] == {"200": len(PREFETCH)}
+    assert stats["byStatus"] == {"200": len(FETCHED_KEYS)}
     [decision] = decisions(response)
     assert (decision["outcome"], decision["program"], decision["routedBy"]) == ("approve", "nia", "payer")
 
@@ -97,8 +97,8 @@ def test_a_refusing_or_failing_server_gives_a_200_card_that_approves_nothing(fhi
     client = service(make_app, fhir.server)
     response = call(client, hook_request(bundle, ids, fhir_server=fhir.server.url, token=token))
     stats = fhir.server.stats()
-    assert stats["byToken"] == {token or "(none)": len(PREFETCH)}
-    assert stats["byStatus"] == {str(fail_status or 401): len(PREFETCH)}, "without a token the server answers 401"
+    assert stats["byToken"] == {token or "(none)": len(FETCHED_KEYS)}
+    assert stats["byStatus"] == {str(fail_status or 401): len(FETCHED_KEYS)}, "without a token the server answers 401"
     [card] = response["cards"]
     assert card["extension"]["spine-cds.decision"]["outcome"] != "approve"
     assert GAP_LINE in card["detail"]
@@ -132,7 +132,7 @@ def test_searches_for_one_call_run_in_parallel(fhir, make_app):
     client = service(make_app, fhir.server)
     response = call(client, hook_request(bundle, ids, fhir_server=fhir.server.url, token=ALICE))
     stats = fhir.server.stats()
-    assert stats["total"] == len(PREFETCH)
+    assert stats["total"] == len(FETCHED_KEYS)
     assert stats["maxInFlight"] >= 2, "searches were sent one after another"
     assert decisions(response)[0]["outcome"] == "approve"
 
@@ -141,7 +141,7 @@ def test_a_repeated_order_select_and_the_order_sign_after_it_read_nothing_new(fh
     bundle, ids = fhir.patient("nia-radiculopathy-conservative-care")
     client = service(make_app, fhir.server)
     first = call(client, hook_request(bundle, ids, fhir_server=fhir.server.url, token=ALICE))
-    assert fhir.server.stats()["total"] == len(PREFETCH)
+    assert fhir.server.stats()["total"] == len(FETCHED_KEYS)
     fhir.server.control()
     again = call(client, hook_request(bundle, ids, fhir_server=fhir.server.url, token=ALICE))
     sign = call(client, hook_request(bundle, ids, hook="order-sign", fhir_server=fhir.server.url, token=ALICE))
@@ -157,7 +157,7 @@ def test_another_users_or_tokens_call_reads_for_itself(fhir, make_app, user, tok
     call(client, hook_request(bundle, ids, fhir_server=fhir.server.url, token=ALICE))
     fhir.server.control()
     response = call(client, hook_request(bundle, ids, fhir_server=fhir.server.url, token=token, user=user))
-    assert fhir.server.stats()["byToken"] == {token: len(PREFETCH)}, "a cache entry served another caller"
+    assert fhir.server.stats()["byToken"] == {token: len(FETCHED_KEYS)}, "a cache entry served another caller"
     assert decisions(response)[0]["outcome"] == "approve"
 
 

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cds_service.tools.cli import SAMPLES
 from cds_service.errors import CdsConfigError
 from cds_service.protocol.metrics import LATENCY_BUCKETS, MULTIPROC_ENV
-from cds_service.record.prefetch import PREFETCH
+from cds_service.record.prefetch import FETCHED_KEYS, PREFETCH
 from fhir_stub import FhirStub
 
 SELECT = "/cds-services/spine-imaging-order-select"
@@ -56,8 +56,8 @@ def test_a_hook_call_is_counted_by_endpoint_decision_and_record_source(client):
     assert total(samples, "spine_cds_decisions_total") == 1
     sources = {dict(ls)["key"]: dict(ls)["source"] for (n, ls), v in samples.items()
                if n == "spine_cds_record_sources_total" and v}
-    assert set(sources) == set(PREFETCH) and set(sources.values()) <= SOURCES
-    assert sources["patient"] == "prefetch" and total(samples, "spine_cds_record_sources_total") == len(PREFETCH)
+    assert set(sources) == set(FETCHED_KEYS) and set(sources.values()) <= SOURCES
+    assert sources["patient"] == "prefetch" and total(samples, "spine_cds_record_sources_total") == len(FETCHED_KEYS)
 
 
 def test_no_spine_order_means_no_decision(client):

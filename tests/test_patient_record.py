@@ -14,7 +14,9 @@ from cds_service.errors import CdsBadRequest, CdsPreconditionFailed, FhirUnavail
 from cds_service.record.fhir_client import FhirClient, check_fhir_server_allowed, is_public_address
 from cds_service.model import HookRequest
 from cds_service.record.patient_record import RecordGatherer
-from cds_service.record.prefetch import KEY_TYPES, PREFETCH, REQUIRED_KEYS, fill_template, normalise_prefetch
+from cds_service.record.prefetch import (
+    FETCHED_KEYS, KEY_TYPES, PREFETCH, PREFETCH_ONLY, REQUIRED_KEYS, fill_template, normalise_prefetch,
+)
 from cds_service.runtime.settings import load_settings
 from fhir_stub import FhirStub, closed_port_url
 
@@ -99,14 +101,16 @@ def make_gatherer(stub, session):
 def test_templates_are_cds_hooks_2_0_and_cover_the_keys():
     assert set(PREFETCH) == set(KEY_TYPES) == {
         "patient", "coverage", "conditions", "observations", "procedures", "imagingStudies",
-        "medicationRequests", "diagnosticReports", "serviceRequests", "questionnaireResponses"}
+        "medicationRequests", "medicationStatements", "devices", "diagnosticReports", "serviceRequests",
+        "questionnaireResponses", "userRole"}
     assert REQUIRED_KEYS == {"patient", "conditions", "procedures", "medicationRequests",
                              "observations", "imagingStudies"}
     assert PREFETCH["patient"] == "Patient/{{context.patientId}}"
     assert "_include=Coverage:payor" in PREFETCH["coverage"]
     assert "_sort=-authored" in PREFETCH["serviceRequests"]
-    for template in PREFETCH.values():
-        assert "{{context.patientId}}" in template and "draftOrders" not in template
+    for key in FETCHED_KEYS:
+        assert "{{context.patientId}}" in PREFETCH[key] and "draftOrders" not in PREFETCH[key]
+    assert PREFETCH_ONLY == {"userRole"} and PREFETCH["userRole"] == "PractitionerRole/{{userPractitionerRoleId}}"
 
 
 def test_full_prefetch_makes_no_http_call(stub, make_gatherer):
@@ -121,7 +125,7 @@ def test_full_prefetch_makes_no_http_call(stub, make_gatherer):
 def test_omitted_keys_are_fetched_in_parallel(stub, make_gatherer):
     stub.hold_until_in_flight = 3   # each request waits until three are in flight at once
     record = make_gatherer().gather(make_hook(stub.url))
-    assert len(stub.requests) == len(PREFETCH)
+    assert len(stub.requests) == len(FETCHED_KEYS)
     assert stub.max_in_flight >= 3
     assert set(record.sources.values()) == {"fhir"}
     assert record.patient["id"] == PATIENT_ID
@@ -285,7 +289,7 @@ def test_searches_still_queued_at_the_deadline_are_never_sent(stub, make_gathere
     record = gatherer.gather(make_hook(stub.url))
     gatherer.close()  # waits for the one running search
     assert set(record.sources.values()) == {"failed"}
-    assert len(stub.requests) < len(PREFETCH)
+    assert len(stub.requests) < len(FETCHED_KEYS)
 
 
 def test_threads_stay_bounded_when_every_call_times_out(stub, make_gatherer):
@@ -384,7 +388,7 @@ def test_a_failed_search_is_not_cached(stub, make_gatherer):
     gatherer.gather(make_hook(stub.url))
     stub.fail_status = None
     record = gatherer.gather(make_hook(stub.url))
-    assert set(record.sources.values()) == {"fhir"} and len(stub.requests) == 2 * len(PREFETCH)
+    assert set(record.sources.values()) == {"fhir"} and len(stub.requests) == 2 * len(FETCHED_KEYS)
 
 
 def test_cache_serves_same_user_and_token_only(stub, make_gatherer):
@@ -405,7 +409,7 @@ def test_prefetched_data_is_not_cached(stub, make_gatherer):
     gatherer = make_gatherer()
     gatherer.gather(make_hook(stub.url, full_prefetch()))
     gatherer.gather(make_hook(stub.url))
-    assert len(stub.requests) == len(PREFETCH)
+    assert len(stub.requests) == len(FETCHED_KEYS)
 
 
 def test_missing_required_key_without_server_is_412(make_gatherer):

@@ -59,7 +59,7 @@ def test_discovery_lists_both_hooks_with_2_0_prefetch_tokens(client):
         assert service["extension"]["davinci-crd.version"] == ["2.2"]
         for template in service["prefetch"].values():
             tokens = {t.split("}}")[0] for t in template.split("{{")[1:]}
-            assert tokens <= {"context.patientId"}, template
+            assert tokens <= {"context.patientId", "userPractitionerRoleId"}, template   # both CDS Hooks 2.0 tokens
         assert {"patient", "coverage", "conditions", "observations", "procedures", "imagingStudies",
                 "medicationRequests", "diagnosticReports", "serviceRequests"} <= service["prefetch"].keys()
         assert "_include=Coverage:payor" in service["prefetch"]["coverage"]

@@ -51,13 +51,13 @@ def test_the_tagger_answers_as_the_terminology_does(registry, coding, valueset, 
 
 def test_the_tagger_unions_codings_takes_the_first_study_and_skips_junk(registry):
     from cds_service.engine.tagging import Tagger
-    tagger = Tagger(registry.terminology, registry.catalog, limit=2)
+    tagger = Tagger(registry.terminology, registry.catalog, registry.regions, limit=2)
     cpt = "http://www.ama-assn.org/go/cpt"
     concept = {"coding": ["junk", None, {"system": ["a list"], "code": "M54.16"}, {"system": ICD, "code": {"x": 1}},
                          {"system": ICD, "code": "M54.16", "display": {"not": "text"}},
                          {"system": cpt, "code": "72100"}, {"system": cpt, "code": "72148"}]}
-    valuesets, study = tagger.tags(concept, [{"coding": [{"system": RX, "code": "197807"}]}, "junk"], 42, None)
+    valuesets, study, regions = tagger.tags(concept, [{"coding": [{"system": RX, "code": "197807"}]}, "junk"], 42, None)
     assert {"icd10-sct-lumbar-radiculopathy", "rxnorm-nsaids"} <= valuesets
-    assert study.cpt == "72100"
+    assert study.cpt == "72100" and regions == {"lumbar"}   # M54.16: 5th character 6; 72100 is a lumbar study
     assert tagger.tags({"coding": [{"system": ICD, "code": "Z00.00"}]}, {"coding": "not a list"}, []) is None
     assert len(tagger._memo) == 2  # bounded: hostile input cannot grow it

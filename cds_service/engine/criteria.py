@@ -11,17 +11,20 @@ import operator
 from collections.abc import Callable, Iterable
 from datetime import date, timedelta
 
-from cds_service.engine.fhir_dates import human_date
-from cds_service.model import ClinicalItem, Facts, Result, Status
+from cds_service.engine import courses, trends, units
 from cds_service.engine.attestation import ATTESTATION_WINDOW_DAYS, ATTESTED, DENIED, link_id
+from cds_service.engine.fhir_dates import human_date
+from cds_service.engine.regions import concerns
+from cds_service.model import ClinicalItem, Facts, Result, Status
 
 COMPARISONS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
 ITEM_TYPES = {
-    "finding": ("Condition", "ServiceRequest", "Observation"),
+    "finding": ("Condition", "ServiceRequest", "Observation", "DiagnosticReport", "Device"),
     "observation": ("Observation",),
     "procedure": ("Procedure",),
     "medication": ("MedicationRequest", "MedicationStatement"),
     "imaging": ("ImagingStudy", "DiagnosticReport", "Procedure", "ServiceRequest"),
+    "requester": ("PractitionerRole",),
 }
 
 
@@ -76,35 +79,90 @@ def _describe(items: list[ClinicalItem]) -> str:
 
 
 def _coded(node: dict, facts: Facts, kind: str) -> list[ClinicalItem]:
-    types = ITEM_TYPES[kind]
-    return [i for i in facts.by_valueset.get(node.get("valueset"), ()) if i.resource_type in types]
+    """Items of the leaf's value set and kind that concern the ordered region (or name none).
+    ``regions: "any"`` keeps every region: a guideline that says so."""
+    types, region = ITEM_TYPES[kind], _region_of(node, facts)
+    return [i for i in facts.by_valueset.get(node.get("valueset"), ())
+            if i.resource_type in types and (region is None or concerns(i.regions, region))]
+
+
+def _region_of(node: dict, facts: Facts) -> str | None:
+    """The region evidence must concern: the ordered one by default, none for ``"any"``."""
+    wanted = node.get("regions", "ordered")
+    if wanted == "any":
+        return None
+    if wanted == "ordered":
+        return facts.order.study.region
+    return facts.order.study.region if facts.order.study.region in wanted else wanted[0]
 
 
 def finding(node: dict, facts: Facts) -> Result:
+    """A problem, symptom, exam or report finding, or a device — current, confirmed (unless the
+    leaf accepts suspected), about the ordered region, and as old or as new as the leaf asks."""
     items = _coded(node, facts, "finding")
-    if node.get("active_only"):
-        items = [i for i in items if i.status == "active"]
+    if not node.get("include_suspected"):
+        items = [i for i in items if not i.suspected]
+    if node.get("active_only") or "onset_min_days" in node or "onset_max_days" in node:
+        items = [i for i in items if i.status != "inactive"]   # resolved problems are history
+    if "onset_min_days" in node or "onset_max_days" in node:
+        return _onset(node, facts, items)
     return _decide(node, facts, items)
 
 
+def _onset(node: dict, facts: Facts, items: list[ClinicalItem]) -> Result:
+    """Duration ("pain for more than 4 weeks": ``onset_min_days``) or newness ("new onset":
+    ``onset_max_days``) from the problem's onset.  Undated is unknown, never met; a problem that
+    is too recent for a duration will meet it on a date the card can name."""
+    if not items:
+        return _absent(node, "not found in the record")
+    label, low, high = node["label"], node.get("onset_min_days"), node.get("onset_max_days")
+    dated = [i for i in items if i.when is not None and i.when <= facts.today]
+    if not dated:
+        return Result(Status.UNKNOWN, label, _refs(items), detail="on record without an onset date; add when it began")
+    age = {id(i): (facts.today - i.when).days for i in dated}
+    hits = [i for i in dated if (low is None or age[id(i)] >= low) and (high is None or age[id(i)] <= high)]
+    if hits:
+        return Result(Status.MET, label, _refs(hits), detail=_describe_onset(hits))
+    if low is not None and any(age[id(i)] < low for i in dated):
+        earliest = min(i.when for i in dated)
+        met_on = earliest + timedelta(days=low)
+        return Result(Status.UNKNOWN, label, _refs(dated), met_on=met_on,
+                      detail=f"began {human_date(earliest)}; {low} days reached on {human_date(met_on)} if it persists")
+    return Result(Status.NOT_MET, label, _refs(dated), detail=f"began {human_date(min(i.when for i in dated))}, "
+                  f"more than {high} days ago")
+
+
+def _describe_onset(items: list[ClinicalItem]) -> str:
+    item = min(items, key=lambda i: i.when)
+    text = item.display if item.display != item.ref else "on record"
+    how = "recorded" if item.dated_by == "recorded" else "since"
+    note = " (the date it was recorded: no onset date on record)" if item.dated_by == "recorded" else ""
+    return f"{text}, {how} {human_date(item.when)}{note}"
+
+
 def observation(node: dict, facts: Facts) -> Result:
+    if "percent_change" in node:
+        return trends.percent_change(node, facts, _coded(node, facts, "observation"))
     test = node.get("value") or {}
 
     def passes(item: ClinicalItem) -> bool | None:
         if node.get("abnormal"):
             return item.abnormal
-        if item.value is None or not _same_unit(test.get("unit"), item.unit):
-            return None  # no number, or a unit we cannot compare: unknown, not a pass or fail
-        return all(COMPARISONS[op](item.value, bound) for op, bound in test.items() if op in COMPARISONS)
+        value = _in_unit(item, test.get("unit"))
+        if value is None:
+            return None  # no number, or a unit we cannot convert: unknown, not a pass or fail
+        return all(COMPARISONS[op](value, bound) for op, bound in test.items() if op in COMPARISONS)
 
     return _decide(node, facts, _coded(node, facts, "observation"), passes)
 
 
-def _same_unit(wanted: str | None, unit: str | None) -> bool:
-    """True when no unit is required, or the result's unit is the required one (UCUM or text)."""
+def _in_unit(item: ClinicalItem, wanted: str | None) -> float | None:
+    """The item's value in the threshold's UCUM unit (converted: 101.5 [degF] is 38.6 Cel)."""
+    if item.value is None:
+        return None
     if wanted is None:
-        return True
-    return unit is not None and unit.strip().strip("[]").lower() == wanted.strip().strip("[]").lower()
+        return item.value
+    return units.convert(item.value, item.unit, wanted)
 
 
 def procedure(node: dict, facts: Facts) -> Result:
@@ -113,6 +171,11 @@ def procedure(node: dict, facts: Facts) -> Result:
 
 def medication(node: dict, facts: Facts) -> Result:
     return _decide(node, facts, _coded(node, facts, "medication"))
+
+
+def requester(node: dict, facts: Facts) -> Result:
+    """Who orders: the specialty of the ordering clinician's role ("ordered by a neurosurgeon")."""
+    return _decide(node, facts, _coded(node, facts, "requester"))
 
 
 def imaging(node: dict, facts: Facts) -> Result:
@@ -145,30 +208,46 @@ def completed_months(born: date, today: date) -> int:
 
 
 def conservative_care(node: dict, facts: Facts) -> Result:
-    """A long-enough course of care: start = earliest component item in the lookback."""
+    """A long-enough course of care (courses.py) of the required components, in the lookback,
+    for the ordered region."""
     since = facts.today - timedelta(days=node["lookback_days"])
+    region = _region_of(node, facts)
     found: dict[str, list[ClinicalItem]] = {}
     for component in node["components"]:
         found[component["id"]] = [i for i in facts.with_valuesets(component["valuesets"]) if i.when
-                                  and since <= i.when <= facts.today and i.resource_type != "ServiceRequest"]
+                                  and since <= (i.end or i.when) and i.when <= facts.today
+                                  and i.resource_type != "ServiceRequest" and (region is None or concerns(i.regions, region))]
     present = [c for c in node["components"] if found[c["id"]]]
     absent = [c for c in node["components"] if not found[c["id"]]]
-    evidence = _refs(i for items in found.values() for i in items)
     if not present or (node["require"] == "all" and absent):
-        undated = _refs(i for c in node["components"] for i in facts.with_valuesets(c["valuesets"])
-                        if i.when is None and i.resource_type != "ServiceRequest")
-        lacking = ", ".join(c["label"] for c in (absent or node["components"]))
-        detail = f"not documented in the last {node['lookback_days']} days: {lacking}"
-        if undated:
-            detail += "; care on record without dates — add when it started"
-        return Result(Status.UNKNOWN, node["label"], evidence + undated, detail=detail)
-    start = min(i.when for c in present for i in found[c["id"]])
-    met_on = start + timedelta(weeks=node["min_weeks"])
-    detail = f"care since {human_date(start)} ({(facts.today - start).days // 7} weeks)"
-    if met_on <= facts.today:
-        return Result(Status.MET, node["label"], evidence, detail=detail)
-    return Result(Status.UNKNOWN, node["label"], evidence, met_on=met_on,
-                  detail=f"{detail}; {node['min_weeks']} weeks reached on {human_date(met_on)}")
+        return _care_missing(node, facts, found, absent)
+    labels = {i.ref: c["label"] for c in reversed(present) for i in found[c["id"]]}
+    course = courses.longest_course([i for c in present for i in found[c["id"]]], since, facts.today)
+    in_course = {i.ref for i in course.items}
+    if node["require"] == "all" and (outside := [c for c in present if not in_course & {i.ref for i in found[c["id"]]}]):
+        lacking = ", ".join(c["label"] for c in outside)
+        return Result(Status.UNKNOWN, node["label"], _refs(course.items),
+                      detail=f"{courses.describe(course, labels)}; not during that course: {lacking}")
+    weeks, detail = node["min_weeks"], courses.describe(course, labels)
+    if course.days >= weeks * 7:
+        return Result(Status.MET, node["label"], _refs(course.items), detail=f"{detail} ({course.days // 7} weeks)")
+    if course.ongoing(facts.today):
+        met_on = course.start + timedelta(weeks=weeks)
+        return Result(Status.UNKNOWN, node["label"], _refs(course.items), met_on=met_on,
+                      detail=f"{detail}; {weeks} weeks of care reached on {human_date(met_on)} if it continues")
+    return Result(Status.UNKNOWN, node["label"], _refs(course.items),
+                  detail=f"{detail}: {course.days // 7} weeks of care on record, {weeks} weeks required")
+
+
+def _care_missing(node: dict, facts: Facts, found: dict, absent: list[dict]) -> Result:
+    evidence = _refs(i for items in found.values() for i in items)
+    undated = _refs(i for c in node["components"] for i in facts.with_valuesets(c["valuesets"])
+                    if i.when is None and i.resource_type != "ServiceRequest")
+    lacking = ", ".join(c["label"] for c in (absent or node["components"]))
+    detail = f"not documented in the last {node['lookback_days']} days: {lacking}"
+    if undated:
+        detail += "; care on record without dates — add when it started"
+    return Result(Status.UNKNOWN, node["label"], evidence + undated, detail=detail)
 
 
 def draft_order(node: dict, facts: Facts) -> Result:
@@ -229,7 +308,7 @@ def tags_read(node: dict) -> frozenset[str] | None:
     every leaf of every guideline in tests/test_evaluation_engine.py.
     """
     kind = node["kind"]
-    if kind in ("finding", "observation", "procedure", "medication") or (kind == "imaging" and "valueset" in node):
+    if kind in ("finding", "observation", "procedure", "medication", "requester") or (kind == "imaging" and "valueset" in node):
         return frozenset({node["valueset"]})
     if kind == "conservative_care":
         return frozenset(vs for component in node["components"] for vs in component["valuesets"])
@@ -242,5 +321,5 @@ def tags_read(node: dict) -> frozenset[str] | None:
 KIND_FUNCTIONS: dict[str, Callable[[dict, Facts], Result]] = {
     "finding": finding, "observation": observation, "procedure": procedure, "medication": medication,
     "imaging": imaging, "age": age, "conservative_care": conservative_care, "draft_order": draft_order,
-    "ordered_study": ordered_study, "documented": documented,
+    "ordered_study": ordered_study, "documented": documented, "requester": requester,
 }

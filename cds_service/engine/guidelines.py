@@ -19,19 +19,23 @@ from cds_service.engine.terminology import Terminology
 COMMON = frozenset({"kind", "label", "source", "if_absent", "within_days"})
 # kind -> (required params, optional params); the vocabulary documented in mappings/README.md
 KINDS: dict[str, tuple[frozenset, frozenset]] = {
-    "finding": (frozenset({"valueset"}), frozenset({"active_only"})),
-    "observation": (frozenset({"valueset"}), frozenset({"abnormal", "value"})),
-    "procedure": (frozenset({"valueset"}), frozenset()),
+    "finding": (frozenset({"valueset"}), frozenset({"active_only", "onset_min_days", "onset_max_days",
+                                                    "include_suspected", "regions"})),
+    "observation": (frozenset({"valueset"}), frozenset({"abnormal", "value", "percent_change"})),
+    "procedure": (frozenset({"valueset"}), frozenset({"regions"})),
     "medication": (frozenset({"valueset"}), frozenset()),
     "imaging": (frozenset(), frozenset({"valueset", "modalities", "regions"})),
     "age": (frozenset(), frozenset({"min_years", "max_years", "min_months", "max_months"})),
-    "conservative_care": (frozenset({"lookback_days", "min_weeks", "components", "require"}), frozenset()),
+    "conservative_care": (frozenset({"lookback_days", "min_weeks", "components", "require"}), frozenset({"regions"})),
     "draft_order": (frozenset({"modalities"}), frozenset({"regions"})),
     "ordered_study": (frozenset(), frozenset({"modalities", "regions", "contrast"})),
     "documented": (frozenset(), frozenset()),
+    "requester": (frozenset({"valueset"}), frozenset()),
 }
 COMBINATORS = ("all", "any", "not", "ref")
-SHARED_TABLES = ("programs", "studies")   # mappings/*.json that are not guidelines
+SHARED_TABLES = ("programs", "studies", "regions")   # mappings/*.json that are not guidelines
+REGIONS = frozenset({"cervical", "thoracic", "lumbar", "spine"})   # what a leaf's "regions" may list (or "ordered")
+DAY_PARAMS = ("within_days", "onset_min_days", "onset_max_days")
 
 
 @dataclass(frozen=True)
@@ -186,8 +190,16 @@ class _Checker:
             self.fail(path, "if_absent must be 'unknown' or 'not-met'")
         if "source" in node:
             self.source(node["source"], path)
-        if kind == "observation" and not (node.get("abnormal") is True or self._value_test(node.get("value"))):
-            self.fail(path, "observation needs abnormal: true or value: {gt|ge|lt|le: number, unit: UCUM}")
+        if kind == "observation" and not (node.get("abnormal") is True or self._value_test(node.get("value"))
+                                          or self._change_test(node.get("percent_change"))):
+            self.fail(path, "observation needs abnormal: true, value: {gt|ge|lt|le: number, unit: UCUM} or "
+                            "percent_change: {gt|ge|lt|le: percent, over_days: days, unit: UCUM}")
+        regions = node.get("regions", "ordered")
+        if regions not in ("ordered", "any") and not (isinstance(regions, list) and regions and set(regions) <= REGIONS):
+            self.fail(path, f"regions must be \"ordered\", \"any\" or a list of {sorted(REGIONS)}")
+        for key in DAY_PARAMS:
+            if key in node and not (isinstance(node[key], int) and node[key] >= 0):
+                self.fail(path, f"{key} must be a whole number of days")
         for vs in self._valuesets(node):
             if vs not in self.terms.valuesets:
                 self.fail(path, f"value set {vs!r} does not exist in valuesets/")
@@ -198,6 +210,12 @@ class _Checker:
             return False
         return test.keys() <= {"gt", "ge", "lt", "le", "unit"} and all(
             isinstance(v, (int, float)) for k, v in test.items() if k != "unit")
+
+    @classmethod
+    def _change_test(cls, test: object) -> bool:
+        if not isinstance(test, dict) or not isinstance(test.get("over_days"), int) or not isinstance(test.get("unit"), str):
+            return False
+        return cls._value_test({k: v for k, v in test.items() if k != "over_days"})
 
     @staticmethod
     def _valuesets(node: dict) -> list[str]:

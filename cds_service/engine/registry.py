@@ -5,7 +5,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cds_service.engine.evaluation import compile_guideline
+from cds_service.engine import units
 from cds_service.engine.guidelines import Guideline, load_guidelines
+from cds_service.engine.regions import RegionIndex, load_regions
 from cds_service.engine.routing import Routing, load_routing
 from cds_service.engine.studies import StudyCatalog, load_studies
 from cds_service.engine.tagging import Tagger
@@ -18,7 +20,8 @@ class Registry:
     catalog: StudyCatalog
     guidelines: dict[str, Guideline]
     routing: Routing
-    tagger: Tagger      # memoised code → value sets / study lookups for fact extraction
+    tagger: Tagger      # memoised code → value sets / study / region lookups for fact extraction
+    regions: RegionIndex
 
 
 def load_registry(mappings_dir: Path, valuesets_dir: Path, default_program: str) -> Registry:
@@ -29,4 +32,6 @@ def load_registry(mappings_dir: Path, valuesets_dir: Path, default_program: str)
         compile_guideline(guideline)
     routing = load_routing(Path(mappings_dir) / "programs.json", set(guidelines), default_program)
     catalog = load_studies(Path(mappings_dir) / "studies.json")
-    return Registry(terminology, catalog, guidelines, routing, Tagger(terminology, catalog))
+    regions = load_regions(Path(mappings_dir) / "regions.json")
+    units.warm()   # the UCUM registry takes about a second to build: at start-up, not in a call
+    return Registry(terminology, catalog, guidelines, routing, Tagger(terminology, catalog, regions), regions)

@@ -7,7 +7,9 @@ spine (72125–72133, 72141–72158).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
@@ -17,13 +19,15 @@ from cds_service.engine.terminology import normalise
 
 DECIDED_MODALITIES = frozenset({"CT", "MR"})
 DECIDED_REGIONS = frozenset({"cervical", "thoracic", "lumbar"})
+_WORD = re.compile(r"[a-z]+")
 
 
 @dataclass(frozen=True)
 class StudyCatalog:
-    """Immutable CPT → Study table."""
+    """Immutable CPT → Study table, and the words that name a prior study without a CPT code."""
 
     by_cpt: MappingProxyType
+    prior: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
     def study_for_codings(self, codings: object) -> Study | None:
         """The first CPT coding we know, or None."""
@@ -40,6 +44,24 @@ class StudyCatalog:
         """The study of one coding if it is a CPT code we know, else None."""
         key = normalise(system, code)
         return self.by_cpt.get(key[1]) if key is not None and key[0] == CPT else None
+
+    def study_from_words(self, modality_codes: Iterable[str], texts: Iterable[str]) -> Study | None:
+        """A prior study named by DICOM modality codes and/or words ("XR LUMBAR SPINE 2-3 VIEWS",
+        "MRI L-spine"): its modality and its one region must both be clear, else None."""
+        prior = self.prior
+        if not prior:
+            return None
+        words = set()
+        for text in texts:
+            if isinstance(text, str):
+                words.update(_WORD.findall(text.lower().replace("x-ray", "xray").replace("-spine", "spine")))
+        modalities = {prior["dicom_modalities"][c] for c in modality_codes if c in prior["dicom_modalities"]}
+        modalities |= {prior["modality_words"][w] for w in words if w in prior["modality_words"]}
+        regions = {prior["region_words"][w] for w in words if w in prior["region_words"]}
+        if len(modalities) != 1 or len(regions) != 1:
+            return None
+        modality, region = modalities.pop(), regions.pop()
+        return Study("", f"{modality} {region} spine (prior study)", modality, region, "unknown")
 
     def find(self, modality: str, region: str, contrast: str) -> Study | None:
         """The study with exactly these attributes (used to resolve alternative suggestions)."""
@@ -66,9 +88,11 @@ def load_studies(path: Path) -> StudyCatalog:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         studies = {s["cpt"]: Study(s["cpt"], s["display"], s["modality"], s["region"], s["contrast"])
                    for s in data["studies"]}
+        prior = data.get("prior_imaging", {})
+        prior = {k: dict(prior[k]) for k in ("dicom_modalities", "modality_words", "region_words")} if prior else {}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CdsConfigError(f"{path} is not a valid studies table: {exc}") from exc
-    return StudyCatalog(MappingProxyType(studies))
+    return StudyCatalog(MappingProxyType(studies), MappingProxyType(prior))
 
 
 def spine_orders(draft_orders: tuple[dict, ...], catalog: StudyCatalog) -> list[SpineOrder]:

@@ -1,4 +1,5 @@
-"""Which value sets and which imaging study a record's codes name: one memoised lookup per coding.
+"""Which value sets, imaging study and spine regions a record's codes name: one memoised lookup
+per coding.
 
 Fact extraction asks this for every resource of a chart, and most resources (vital signs,
 routine labs, unrelated problems) name nothing any criterion reads.  So the answer for a coding
@@ -9,28 +10,31 @@ miss only.  The memo is bounded, so hostile input cannot grow it without limit.
 """
 from __future__ import annotations
 
-from cds_service.model import Study
+from cds_service.engine.regions import RegionIndex
 from cds_service.engine.studies import StudyCatalog
 from cds_service.engine.terminology import Terminology
+from cds_service.model import Study
 
 EMPTY: frozenset[str] = frozenset()
-NOTHING: tuple[frozenset[str], Study | None] = (EMPTY, None)
-Tags = tuple[frozenset[str], "Study | None"]
+Tags = tuple[frozenset[str], "Study | None", frozenset[str]]   # (value sets, study, regions)
+NOTHING: Tags = (EMPTY, None, EMPTY)
 
 
 class Tagger:
-    """Immutable answers, memoised: (value-set ids, known study) for CodeableConcepts."""
+    """Immutable answers, memoised: (value-set ids, known study, regions) for CodeableConcepts."""
 
-    def __init__(self, terminology: Terminology, catalog: StudyCatalog, limit: int = 1 << 16):
-        self.terminology, self.catalog, self._limit = terminology, catalog, limit
+    def __init__(self, terminology: Terminology, catalog: StudyCatalog, regions: RegionIndex | None = None,
+                 limit: int = 1 << 16):
+        self.terminology, self.catalog, self.regions, self._limit = terminology, catalog, regions, limit
         self._memo: dict[tuple, Tags] = {}
 
     def tags(self, *concepts: object) -> Tags | None:
-        """The union of the value sets of every coding of ``concepts`` (CodeableConcepts, or lists
-        of them; junk is skipped) and the first known study among them; None when neither.
+        """The union of the value sets and of the regions of every coding of ``concepts``
+        (CodeableConcepts, or lists of them; junk is skipped) and the first known study among
+        them; None when the codings name none of these.
 
         Written for speed: it runs once per resource of the chart."""
-        valuesets, study, memo = EMPTY, None, self._memo
+        valuesets, study, regions, memo = EMPTY, None, EMPTY, self._memo
         for concept in concepts:
             codings = concept.get("coding") if isinstance(concept, dict) else codings_of(concept)
             if not isinstance(codings, list):
@@ -48,7 +52,8 @@ class Tagger:
                 if found is not NOTHING:
                     valuesets = valuesets | found[0] if valuesets else found[0]
                     study = study or found[1]
-        return (valuesets, study) if valuesets or study is not None else None
+                    regions = regions | found[2] if regions else found[2]
+        return (valuesets, study, regions) if valuesets or study is not None or regions else None
 
     def _remember(self, key: tuple) -> Tags:
         found = self._lookup(*key)
@@ -59,7 +64,17 @@ class Tagger:
     def _lookup(self, system: object, code: object, display: object) -> Tags:
         valuesets = self.terminology.valuesets_of(system, code, display)
         study = self.catalog.study_for(system, code)
-        return (valuesets, study) if valuesets or study is not None else NOTHING
+        regions = self._regions(system, code, valuesets, study)
+        return (valuesets, study, regions) if valuesets or study is not None or regions else NOTHING
+
+    def _regions(self, system: object, code: object, valuesets: frozenset[str], study: Study | None) -> frozenset[str]:
+        if self.regions is None:
+            return EMPTY
+        found = self.regions.of_code(system if isinstance(system, str) else None, code if isinstance(code, str) else None)
+        found |= self.regions.of_valuesets(valuesets)
+        if study is not None and study.region in ("cervical", "thoracic", "lumbar"):
+            found |= {study.region}
+        return frozenset(found)
 
 
 def codings_of(concept: object) -> list[dict]:

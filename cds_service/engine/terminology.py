@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from cds_service.errors import CdsConfigError
-from cds_service.model import CPT, ICD10CM, LOINC, RXNORM, SNOMED
+from cds_service.model import CPT, ICD10CM, LOINC, NUCC, RXNORM, SNOMED
 
 SYSTEM_ALIASES = {
     "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
@@ -28,7 +28,7 @@ SYSTEM_ALIASES = {
     "https://loinc.org": LOINC,
     "urn:oid:2.16.840.1.113883.6.88": RXNORM,
 }
-SHORT_SYSTEMS = {"icd10": ICD10CM, "sct": SNOMED, "cpt": CPT, "loinc": LOINC, "rxnorm": RXNORM}
+SHORT_SYSTEMS = {"icd10": ICD10CM, "sct": SNOMED, "cpt": CPT, "loinc": LOINC, "rxnorm": RXNORM, "nucc": NUCC}
 
 
 def normalise(system: str | None, code: str | None) -> tuple[str, str] | None:

@@ -46,7 +46,7 @@ from cds_service.errors import CdsPreconditionFailed, FhirUnavailable
 from cds_service.record.fhir_client import FhirClient, SearchResult, check_fhir_server_allowed, normalise_base
 from cds_service.model import HookRequest, PatientRecord
 from cds_service.record.prefetch import (
-    FIRST_PAGE_ONLY, KEY_TYPES, PREFETCH, REQUIRED_KEYS, Prefetched, fill_template,
+    FIRST_PAGE_ONLY, KEY_TYPES, PREFETCH, PREFETCH_ONLY, REQUIRED_KEYS, Prefetched, fill_template,
     normalise_prefetch,
 )
 
@@ -100,6 +100,8 @@ class RecordGatherer:
         """The patient's record for ``hook``; raises 412 / 400 only as described above."""
         started = time.monotonic()
         data, todo = read_prefetch(hook.prefetch)
+        for key in PREFETCH_ONLY & todo.keys():   # never searched for: what the EHR did not send is unknown
+            del todo[key]
         if todo:
             data.update(self._fetch(hook, todo, started + self._settings.deadline_s))
         record = build_record(hook.patient_id, data)
@@ -272,7 +274,7 @@ def build_record(patient_id: str, data: Mapping[str, KeyData]) -> PatientRecord:
     """Group every key's resources by type, once per ``Type/id``, earlier keys winning."""
     grouped: dict[str, list[dict]] = {}
     seen: set[tuple[str, str]] = set()
-    for key in PREFETCH:
+    for key in (k for k in PREFETCH if k in data):   # a prefetch-only key the EHR did not send is absent
         for resource in data[key].resources:
             rtype, rid = resource["resourceType"], resource.get("id")
             if isinstance(rid, str) and rid:
@@ -285,5 +287,5 @@ def build_record(patient_id: str, data: Mapping[str, KeyData]) -> PatientRecord:
     return PatientRecord(
         patient=patient,
         resources={rtype: tuple(items) for rtype, items in grouped.items()},
-        sources={key: data[key].source for key in PREFETCH},
+        sources={key: data[key].source for key in PREFETCH if key in data},
     )

@@ -26,9 +26,12 @@ PREFETCH: dict[str, str] = {
     "procedures": f"Procedure?patient={_PATIENT}",
     "imagingStudies": f"ImagingStudy?patient={_PATIENT}",
     "medicationRequests": f"MedicationRequest?patient={_PATIENT}",
+    "medicationStatements": f"MedicationStatement?patient={_PATIENT}",
+    "devices": f"Device?patient={_PATIENT}",
     "diagnosticReports": f"DiagnosticReport?patient={_PATIENT}",
     "serviceRequests": f"ServiceRequest?patient={_PATIENT}&_sort=-authored&_count=50",
     "questionnaireResponses": f"QuestionnaireResponse?patient={_PATIENT}&status=completed,amended",
+    "userRole": "PractitionerRole/{{userPractitionerRoleId}}",
 }
 """Prefetch key -> FHIR query template, exactly as sent in discovery."""
 
@@ -45,16 +48,28 @@ KEY_TYPES: dict[str, tuple[str, ...]] = {
     "procedures": ("Procedure",),
     "imagingStudies": ("ImagingStudy",),
     "medicationRequests": ("MedicationRequest",),
+    "medicationStatements": ("MedicationStatement",),   # medications the patient reports taking
+    "devices": ("Device",),                             # implanted devices: MRI safety
     "diagnosticReports": ("DiagnosticReport",),
     "serviceRequests": ("ServiceRequest",),
     "questionnaireResponses": ("QuestionnaireResponse",),  # attestations (questionnaires.py); optional
+    "userRole": ("PractitionerRole",),                     # who orders: a surgeon's planning exception
 }
 """The resource types each key yields, so a failed key's facts can be marked unknown."""
 
-NOT_A_DATA_GAP: frozenset[str] = frozenset({"questionnaireResponses"})
+NOT_A_DATA_GAP: frozenset[str] = frozenset({"questionnaireResponses", "medicationStatements", "devices", "userRole"})
 """Optional keys whose failure a card need not mention: without attestations, ``documented``
 criteria are unknown, which the documentation checklist already says (most EHRs will not send
-this key at first; a gap line on every card would be noise)."""
+this key at first; a gap line on every card would be noise).  Medication statements and devices
+are read when an EHR has them; many FHIR servers do not offer these searches, and the same facts
+usually also sit on the problem list (Z95.0 pacemaker) and in prescriptions."""
+
+PREFETCH_ONLY: frozenset[str] = frozenset({"userRole"})
+"""Keys read only when the EHR sends them, never searched for on the FHIR server: the EHR knows
+its user's role (``{{userPractitionerRoleId}}`` has no value when the user is a Practitioner)."""
+
+FETCHED_KEYS: tuple[str, ...] = tuple(k for k in PREFETCH if k not in PREFETCH_ONLY)
+"""The keys the service searches for itself when they are not prefetched."""
 
 FIRST_PAGE_ONLY: frozenset[str] = frozenset({"serviceRequests"})
 """Keys that ask for the newest N on purpose: a ``next`` link there does not mean partial."""

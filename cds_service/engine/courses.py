@@ -1,0 +1,95 @@
+"""A course of conservative care, measured the way the record shows it.
+
+"Failed six weeks of conservative care" is a course, not two dates: one physical-therapy
+evaluation fifty days ago and naproxen started yesterday are not six weeks of treatment.  So each
+dated care item stands for the care around it and the course is the longest run of care without a
+long break:
+
+* a visit, injection or manipulation on one day covers ``VISIT_DAYS`` (a week of the programme:
+  home exercise follows a therapy visit);
+* a stated period (``performedPeriod``, a prescription's validity or supply, a medication
+  statement's ``effectivePeriod``) covers that period; a prescription with no stated supply is one
+  dated item like a visit (EHR medication lists keep stale "active" orders, so an order alone is
+  not months of treatment), while an active MedicationStatement with no end — the patient says
+  they are taking it — runs until today;
+* runs separated by at most ``MAX_GAP_DAYS`` join into one course;
+* the course is clipped to the programme's lookback and to today.
+
+A single visit therefore never reaches six weeks, and weekly therapy for six weeks does.  Pure.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, timedelta
+from typing import NamedTuple
+
+from cds_service.engine.fhir_dates import human_date
+from cds_service.model import ClinicalItem
+
+VISIT_DAYS = 7
+MAX_GAP_DAYS = 14
+ONGOING_TYPES = frozenset({"MedicationStatement"})
+
+
+class Course(NamedTuple):
+    start: date
+    end: date                         # last day covered (today at most)
+    items: tuple[ClinicalItem, ...]
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days
+
+    def ongoing(self, today: date) -> bool:
+        return self.end >= today
+
+
+def span(item: ClinicalItem, today: date) -> tuple[date, date] | None:
+    """The days one dated care item covers (None when undated or in the future)."""
+    if item.when is None or item.when > today:
+        return None
+    if item.end is not None and item.end >= item.when:
+        end = item.end
+    elif item.resource_type in ONGOING_TYPES and item.status == "active":
+        end = today
+    else:
+        end = item.when + timedelta(days=VISIT_DAYS)
+    return item.when, min(end, today)
+
+
+def longest_course(items: Iterable[ClinicalItem], since: date, today: date) -> Course | None:
+    """The longest run of care (gaps of at most MAX_GAP_DAYS joined) within [since, today]."""
+    spans = []
+    for item in items:
+        covered = span(item, today)
+        if covered and covered[1] >= since:
+            spans.append((max(covered[0], since), covered[1], item))
+    spans.sort(key=lambda s: (s[0], s[1]))
+    runs: list[Course] = []
+    for start, end, item in spans:
+        if runs and start <= runs[-1].end + timedelta(days=MAX_GAP_DAYS):
+            last = runs[-1]
+            runs[-1] = Course(last.start, max(last.end, end), last.items + (item,))
+        else:
+            runs.append(Course(start, end, (item,)))
+    return max(runs, key=lambda run: (run.days, run.end), default=None)
+
+
+def describe(course: Course, labels: dict[str, str]) -> str:
+    """"physical therapy, 9 visits 25 Jul – 3 Dec; NSAIDs since 1 Oct" — per component label."""
+    parts = []
+    for label, items in _by_label(course.items, labels).items():
+        first, last = min(i.when for i in items), max(i.when for i in items)
+        visits = len({(i.ref, i.when) for i in items})
+        if visits > 1:
+            parts.append(f"{label}, {visits} entries {human_date(first)} – {human_date(last)}")
+        else:
+            parts.append(f"{label} from {human_date(first)}")
+    return "; ".join(parts)
+
+
+def _by_label(items: tuple[ClinicalItem, ...], labels: dict[str, str]) -> dict[str, list[ClinicalItem]]:
+    grouped: dict[str, list[ClinicalItem]] = {}
+    for item in items:
+        grouped.setdefault(labels.get(item.ref, item.display), []).append(item)
+    return grouped
