@@ -83,9 +83,9 @@ class Record:
                    "relationship": cc(TERMINOLOGY + "subscriber-relationship", "self", "Self"),
                    "period": {"start": f"{TODAY.year}-01-01"}, "payor": [{"reference": payer}]})
 
-    def condition(self, concept: dict, days_ago: int, clinical: str = "active") -> None:
+    def condition(self, concept: dict, days_ago: int, clinical: str = "active", verification: str = "confirmed") -> None:
         self._add({"resourceType": "Condition", "clinicalStatus": status("condition-clinical", clinical),
-                   "verificationStatus": status("condition-ver-status", "confirmed"),
+                   "verificationStatus": status("condition-ver-status", verification),
                    "category": [status("condition-category", "problem-list-item")],
                    "code": concept, "subject": self.subject, "onsetDateTime": day(days_ago), "recordedDate": day(days_ago)})
 
@@ -263,9 +263,10 @@ def patients():
     yield r.bundle("Lumbar spinal stenosis after 4 months of chiropractic care and naproxen (SNOMED CT problem list)",
                    "approve", ["snomed-only-problems", "conservative-care"], indication="lumbar-pain-conservative-care-failed")
 
+    discitis = cc(ICD, "M46.46", "Discitis, unspecified, lumbar region")
     r = Record("healthhelp-spine-infection-labs", "Noor", "Rahman", "1957-04-27", "male", "healthhelp")
-    r.condition(LBP_ICD, 25)
     r.condition(cc(ICD, "E11.9", "Type 2 diabetes mellitus without complications"), 2200)
+    r.condition(discitis, 3, verification="provisional")
     r.prescription(cc(RX, "861007", "metformin hydrochloride 500 MG Oral Tablet"), 2000, "500 mg by mouth twice a day")
     for code, display, days_ago, value, unit, low, high in LABS:
         r.observation("laboratory", cc(LOINC, code, display), f"{day(days_ago)}T08:05:00Z", value, unit, low, high)
@@ -273,10 +274,10 @@ def patients():
         for code, display, unit, low, high, values in VITALS:
             r.observation("vital-signs", cc(LOINC, code, display), f"{day(days_ago)}T09:{visit:02d}:00Z",
                           values[visit % len(values)], unit, low, high)
-    r.draft_order("72148", [LBP_ICD])
-    yield r.bundle("Diabetic patient with low back pain and raised ESR, CRP and white cells 3 weeks ago, behind 64 newer "
-                   "vital signs (the labs are only on later pages of a paged Observation search)", "approve",
-                   ["many-observations"], indication="spine-infection-immunosuppressed")
+    r.draft_order("72148", [discitis])
+    yield r.bundle("Diabetic patient with suspected lumbar discitis and raised ESR, CRP and white cells 3 weeks ago, "
+                   "behind 64 newer vital signs (the labs are only on later pages of a paged Observation search)",
+                   "approve", ["many-observations"], indication="spine-infection-signs-symptoms")
 
     r = Record("nia-thoracic-mri-no-policy", "Ida", "Kowalski", "1983-09-12", "female", "nia")
     r.condition(thoracic, 60)

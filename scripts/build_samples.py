@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import date, timedelta
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "cds_service" / "samples"
@@ -44,9 +45,18 @@ class Patient:
         return {"resourceType": "Procedure", "id": self._id("proc"), "status": "completed",
                 "subject": {"reference": f"Patient/{self.pid}"}, "code": concept, "performedDateTime": day}
 
-    def prescription(self, concept, day):
+    def therapy(self, concept, first, last):
+        """Weekly visits from ``first`` to ``last``: a course of therapy as a chart shows it."""
+        start, end = date.fromisoformat(first), date.fromisoformat(last)
+        return [self.procedure(concept, (start + timedelta(days=7 * n)).isoformat())
+                for n in range((end - start).days // 7 + 1)]
+
+    def prescription(self, concept, day, supply_days=30, refills=0):
         return {"resourceType": "MedicationRequest", "id": self._id("medrx"), "status": "active", "intent": "order",
-                "subject": {"reference": f"Patient/{self.pid}"}, "medicationCodeableConcept": concept, "authoredOn": day}
+                "subject": {"reference": f"Patient/{self.pid}"}, "medicationCodeableConcept": concept, "authoredOn": day,
+                "dispenseRequest": {"numberOfRepeatsAllowed": refills,
+                                    "expectedSupplyDuration": {"value": supply_days, "unit": "days",
+                                                               "system": "http://unitsofmeasure.org", "code": "d"}}}
 
     def lab(self, concept, day, value, unit, flag):
         return {"resourceType": "Observation", "id": self._id("obs"), "status": "final",
@@ -77,7 +87,8 @@ def request(name, patient, cpt, cpt_display, reasons, *, hook="order-select", pa
                 "conditions": bundle(*conditions), "procedures": bundle(*procedures),
                 "medicationRequests": bundle(*medications), "observations": bundle(*observations),
                 "imagingStudies": bundle(*imaging), "diagnosticReports": None, "serviceRequests": None,
-                "questionnaireResponses": bundle(*attestations), "coverage": None}
+                "questionnaireResponses": bundle(*attestations), "coverage": None,
+                "medicationStatements": None, "devices": None}
     if payer:
         prefetch["coverage"] = bundle(
             {"resourceType": "Coverage", "id": f"cov-{patient.pid}", "status": "active",
@@ -102,12 +113,13 @@ def samples():
     yield ("radiculopathy-conservative-care-failed", "Lumbar radiculopathy after 10 weeks of PT and an NSAID (NIA payer)", "approve",
            request("ana", p, "72148", "MRI lumbar spine without contrast", [radic],
                    conditions=[p.condition(radic, "2026-08-20")],
-                   procedures=[p.procedure(pt, "2026-09-15"), p.procedure(pt, "2026-10-20")],
-                   medications=[p.prescription(ibuprofen, "2026-09-10")]))
+                   procedures=p.therapy(pt, "2026-09-15", "2026-11-17"),
+                   medications=[p.prescription(ibuprofen, "2026-09-10", refills=2)]))
     p = Patient("demo-ben", "1980-07-02", "male")
     yield ("low-back-pain-care-in-progress", "Low back pain, PT started 4 weeks ago: documentation, with the date 6 weeks is reached", "documentation",
            request("ben", p, "72148", "MRI lumbar spine without contrast", [cc(ICD, "M54.50", "Low back pain, unspecified")],
-                   procedures=[p.procedure(pt, "2026-10-22")], medications=[p.prescription(ibuprofen, "2026-10-22")]))
+                   conditions=[p.condition(cc(ICD, "M54.50", "Low back pain, unspecified"), "2026-10-15")],
+                   procedures=p.therapy(pt, "2026-10-22", "2026-11-19"), medications=[p.prescription(ibuprofen, "2026-10-22")]))
     p = Patient("demo-carl", "1958-11-30", "male")
     yield ("cauda-equina-snomed-only", "Cauda equina syndrome, coded in SNOMED CT only, no Coverage (default program)", "approve",
            request("carl", p, "72148", "MRI lumbar spine without contrast", [cc(SCT, "192970008", "Cauda equina syndrome")], payer=None))
@@ -118,7 +130,8 @@ def samples():
     p = Patient("demo-ed", "1949-01-22", "male")
     yield ("pacemaker-mri-contraindicated", "Foot drop in a patient with a pacemaker: CT instead of MRI", "alternative",
            request("ed", p, "72148", "MRI lumbar spine without contrast", [cc(SCT, "6077001", "Foot drop")],
-                   conditions=[p.condition(cc(ICD, "Z95.0", "Presence of cardiac pacemaker"), "2019-05-01")]))
+                   conditions=[p.condition(cc(ICD, "Z95.0", "Presence of cardiac pacemaker"), "2019-05-01"),
+                               p.condition(cc(SCT, "6077001", "Foot drop"), "2026-11-15")]))
     p = Patient("demo-fay", "2014-04-18", "female")
     yield ("child-back-pain-red-flags-no-xray", "Child of 12 with back pain and a limp, no radiographs yet: x-ray first", "alternative",
            request("fay", p, "72148", "MRI lumbar spine without contrast", [lbp_sct],
@@ -130,20 +143,24 @@ def samples():
     yield ("order-sign-with-coverage", "order-sign with Coverage: approval plus CRD coverage information", "approve",
            request("hal", p, "72148", "MRI lumbar spine without contrast", [radic], hook="order-sign",
                    conditions=[p.condition(radic, "2026-06-01")],
-                   procedures=[p.procedure(pt, "2026-08-01"), p.procedure(pt, "2026-09-30")],
-                   medications=[p.prescription(ibuprofen, "2026-07-28")]))
+                   procedures=p.therapy(pt, "2026-08-01", "2026-09-30"),
+                   medications=[p.prescription(ibuprofen, "2026-07-28", refills=2)]))
     for payer, expect in (("nia", "documentation"), ("healthhelp", "approve")):
         p = Patient(f"demo-kim-{payer}", "1977-01-15", "female")
         yield (f"physical-therapy-alone-{payer}",
-               f"Low back pain after 7 weeks of physical therapy alone, {payer.upper() if payer == 'nia' else 'HealthHelp'} payer "
-               f"({'active AND inactive care required' if payer == 'nia' else 'active care suffices'})", expect,
+               f"Low back pain after 7 weeks of physical therapy, an NSAID tried in July, "
+               f"{payer.upper() if payer == 'nia' else 'HealthHelp'} payer "
+               f"({'active AND inactive care in one course' if payer == 'nia' else 'active care for 6 weeks, passive care within 6 months'})",
+               expect,
                request(f"kim-{payer}", p, "72148", "MRI lumbar spine without contrast", [cc(ICD, "M54.50", "Low back pain, unspecified")],
                        payer=payer, conditions=[p.condition(cc(ICD, "M54.50", "Low back pain, unspecified"), "2026-09-01")],
-                       procedures=[p.procedure(pt, "2026-10-01"), p.procedure(pt, "2026-11-10")]))
+                       procedures=p.therapy(pt, "2026-10-01", "2026-11-19"),
+                       medications=[p.prescription(ibuprofen, "2026-07-01", supply_days=14)]))
     p = Patient("demo-lou", "1962-08-08", "male")
     yield ("thoracic-mri-aim", "Thoracic MRI under AIM after therapy and an NSAID: AIM covers the thoracic spine", "approve",
            request("lou", p, "72146", "MRI thoracic spine without contrast", [cc(ICD, "M54.6", "Pain in thoracic spine")], payer="aim",
-                   procedures=[p.procedure(pt, "2026-09-01")], medications=[p.prescription(ibuprofen, "2026-09-01")]))
+                   conditions=[p.condition(cc(ICD, "M54.6", "Pain in thoracic spine"), "2026-08-20")],
+                   procedures=p.therapy(pt, "2026-09-01", "2026-10-20"), medications=[p.prescription(ibuprofen, "2026-09-01", refills=1)]))
     laminectomy = cc(CPT, "63047", "Laminectomy, lumbar, single segment")
     for attested in (False, True):
         p = Patient(f"demo-max-{'yes' if attested else 'no'}", "1969-04-03", "male")

@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from cds_service.engine.guidelines import SHARED_TABLES
+
 ROOT = Path(__file__).resolve().parent.parent
 MAPPINGS, CASES, OUT = ROOT / "mappings", ROOT / "tests" / "cases", ROOT / "mappings" / "traceability"
 
@@ -97,7 +99,7 @@ def render(guideline: dict) -> str:
 def tables() -> dict[Path, str]:
     out = {}
     for path in sorted(MAPPINGS.glob("*.json")):
-        if path.stem not in ("programs", "studies"):
+        if path.stem not in SHARED_TABLES:
             out[OUT / f"{path.stem}.md"] = render(json.loads(path.read_text(encoding="utf-8")))
     return out
 

@@ -50,12 +50,12 @@ def test_posts_each_bundle_as_a_transaction_and_reports_the_patient_id(folder):
     assert path == "/" and content_type == "application/fhir+json"
     assert json.loads(body) == json.loads(BUNDLE.read_text())  # sent as written
     assert dict(result.created) == {"Patient": 1, "Organization": 1, "Coverage": 1, "Condition": 1,
-                                    "Procedure": 2, "MedicationRequest": 1}
+                                    "Procedure": 6, "MedicationRequest": 1}
     patient_id = [p["id"] for p in stub.resources["Patient"]][0]
     assert result.patient == f"Patient/{patient_id}" and not result.skipped
     assert lines[0].startswith(f"FHIR server ready at {stub.url} (attempt 1")
-    assert lines[1] == (f"{BUNDLE.name}: created 7 (Condition 1, Coverage 1, MedicationRequest 1, Organization 1, "
-                        f"Patient 1, Procedure 2) -> patientId {patient_id}")
+    assert lines[1] == (f"{BUNDLE.name}: created 11 (Condition 1, Coverage 1, MedicationRequest 1, Organization 1, "
+                        f"Patient 1, Procedure 6) -> patientId {patient_id}")
     assert lines[-1] == f"loaded 1 bundle(s) into {stub.url}; 0 already there"
 
 
@@ -132,7 +132,7 @@ def test_the_cli_loads_and_exits_0(folder, capsys):
     with HapiLikeStub() as stub:
         assert main(["load-patients", "--fhir-base", stub.url, "--dir", str(folder), "--interval", "0.1"]) == 0
     out = capsys.readouterr().out
-    assert f"{BUNDLE.name}: created 7" in out and "loaded 1 bundle(s)" in out
+    assert f"{BUNDLE.name}: created 11" in out and "loaded 1 bundle(s)" in out
 
 
 def _write(folder: Path, name: str, content: object) -> None:
