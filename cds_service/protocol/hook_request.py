@@ -6,6 +6,8 @@ ignored (CRD ``hook-23``); omitted optional elements are not errors (``conf-12``
 """
 from __future__ import annotations
 
+import re
+
 from urllib.parse import urlsplit
 
 from cds_service.errors import CdsBadRequest
@@ -22,6 +24,9 @@ def _require(condition: bool, message: str) -> None:
         raise CdsBadRequest(message)
 
 
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")   # FHIR R4 id datatype
+
+
 def _text(value: object, max_len: int = 4096) -> bool:
     """A non-blank string; never with NUL, which ids don't hold and PostgreSQL text cannot store."""
     return isinstance(value, str) and 0 < len(value.strip()) <= max_len and "\x00" not in value
@@ -36,6 +41,9 @@ def parse_hook_request(body: object, expected_hook: str) -> HookRequest:
     context = body.get("context")
     _require(isinstance(context, dict), "'context' is required and must be an object.")
     _require(_text(context.get("patientId"), 256), "'context.patientId' is required: the FHIR id of the patient.")
+    _require(FHIR_ID.fullmatch(context["patientId"]) is not None,
+             "'context.patientId' must be a FHIR resource id: 1-64 letters, digits, '-' or '.', no spaces "
+             "(the same id is queried and cached, so it is never trimmed or altered).")
     _require(context.get("userId") is None or _text(context.get("userId"), 512),
              "'context.userId' must be a string such as 'Practitioner/123'.")
     server, token = _fhir_access(body)
@@ -46,7 +54,7 @@ def parse_hook_request(body: object, expected_hook: str) -> HookRequest:
     extension = body.get("extension")
     return HookRequest(
         hook=expected_hook, hook_instance=body["hookInstance"].strip(), context=context,
-        patient_id=context["patientId"].strip(), user_id=context.get("userId"),
+        patient_id=context["patientId"], user_id=context.get("userId"),
         draft_orders=tuple(orders), selections=tuple(selections), fhir_server=server, access_token=token,
         prefetch=dict(prefetch or {}), extension=extension if isinstance(extension, dict) else {})
 

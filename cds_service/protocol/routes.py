@@ -103,6 +103,14 @@ def _authenticate() -> None:
 
 
 def _json_body() -> object:
+    """The JSON body of a hook or feedback call.  Only a JSON media type is read: a browser may
+    send ``text/plain`` (or no type) across origins without a CORS preflight, so such a body is
+    refused with 415 rather than parsed."""
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
+        raise CdsError("Send the request as JSON with 'Content-Type: application/json' "
+                       f"(got {'no Content-Type' if not mimetype else 'another media type'}).",
+                       status=415, code="not-supported")
     return parse_json(_raw_body() or b"null")
 
 

@@ -31,6 +31,8 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 import requests
 import urllib3
 from requests.auth import AuthBase
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from cds_service.errors import CdsBadRequest, FhirUnavailable
 from cds_service.record.prefetch import bundle_resources, next_link
@@ -222,8 +224,33 @@ def _check_status(status: int, what: str) -> None:
     raise FhirUnavailable(message)
 
 
+def unambiguous(url: str) -> bool:
+    """True when every URL parser reads the same host from ``url``.
+
+    The guard reads hosts with ``urlsplit``; requests (urllib3) connects with its own parser,
+    which ends the host at a backslash: ``https://127.0.0.1:8443\\@8.8.8.8/fhir`` is 8.8.8.8 to
+    one and 127.0.0.1 to the other.  So a URL with a backslash, userinfo, whitespace or control
+    characters is refused outright, and any other URL must give both parsers the same scheme,
+    host and port.
+    """
+    if not isinstance(url, str) or "\\" in url or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return False
+    try:
+        parts, parsed = urlsplit(url), parse_url(url)
+        port = parts.port
+    except (ValueError, LocationParseError):
+        return False
+    if "@" in parts.netloc or parsed.auth:
+        return False
+    return ((parts.scheme or "").lower(), (parts.hostname or "").lower(), port) == \
+        ((parsed.scheme or "").lower(), (parsed.host or "").lower().strip("[]"), parsed.port)
+
+
 def origin(url: str) -> tuple[str, str, int | None]:
-    """(scheme, host, port) with the default port filled in, for same-origin checks."""
+    """(scheme, host, port) with the default port filled in, for same-origin checks; an
+    ambiguous URL (see :func:`unambiguous`) has no origin that can match."""
+    if not unambiguous(url):
+        return "", "", -1
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     try:
@@ -247,6 +274,9 @@ def check_fhir_server_allowed(url: str, settings: Settings) -> None:
     resolves only to public addresses.  Raises :class:`CdsBadRequest` when refused and
     :class:`FhirUnavailable` when the host cannot be resolved right now.
     """
+    if isinstance(url, str) and not unambiguous(url.strip()):
+        raise CdsBadRequest("fhirServer must be a plain absolute http(s) URL: no backslash, user name, "
+                            "password, spaces or control characters.")
     parts = urlsplit(url.strip()) if isinstance(url, str) else None
     if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise CdsBadRequest("fhirServer must be an absolute http(s) URL of a FHIR server.")

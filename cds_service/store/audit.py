@@ -118,7 +118,11 @@ def references(candidates: Iterable[str]) -> list[str]:
 
 
 def fhir_origin(url: str | None) -> str | None:
-    """``scheme://host[:port]`` of a FHIR base URL; None if absent or not an http(s) URL."""
+    """``scheme://host[:port]`` of a FHIR base URL; None if absent, not an http(s) URL, or
+    ambiguous (a backslash: parsers disagree on its host, so naming one would be a guess — such
+    a ``fhirServer`` is refused with a 400 anyway).  Credentials in the URL are never kept."""
+    if isinstance(url, str) and "\\" in url:
+        return None
     try:
         parts = urlsplit(url) if isinstance(url, str) else None
         port = parts.port if parts else None

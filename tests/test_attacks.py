@@ -1,0 +1,173 @@
+"""Attacks on ``spine-cds serve`` as shipped (several workers), each reproduced end to end.
+
+Issue #14, finding 1: SSRF through a backslash, with the EHR's token.  The guard used to read the
+host with ``urlsplit`` while requests/urllib3 end the host at ``\\``: a ``fhirServer`` of
+``https://127.0.0.1:PORT\\@8.8.8.8/fhir`` passed the guard (8.8.8.8 is public) and the searches,
+bearer token and all, went to 127.0.0.1.  The same trick beat the same-host check on ``next``
+links.  Listeners on loopback count who connects: after the call returns, a connection that was
+going to happen has happened, so a count of 0 is conclusive.
+"""
+from __future__ import annotations
+
+import copy
+import socket
+import threading
+import urllib.error
+
+import pytest
+
+from cds_service.record.fhir_client import unambiguous
+from ports import free_port
+from served import post, served  # noqa: F401 (served: a fixture the tests take by name)
+from test_shutdown import SELECT, sample
+
+TOKEN = "secret-ehr-token-for-the-fhir-server"
+
+
+class Listener:
+    """A TCP listener that records every connection and the first bytes each one sends."""
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self.sock = socket.socket()
+        self.sock.bind((host, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    self.received.append(conn.recv(4096))
+                except OSError:
+                    self.received.append(b"")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def listener():
+    made = []
+
+    def make(host: str = "127.0.0.1") -> Listener:
+        made.append(Listener(host))
+        return made[-1]
+    yield make
+    for each in made:
+        each.close()
+
+
+def _without_prefetch(fhir_server: str) -> dict:
+    body = sample()
+    body.pop("prefetch")
+    body["fhirServer"] = fhir_server
+    body["fhirAuthorization"] = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300,
+                                 "scope": "patient/*.read", "subject": "spine-cds"}
+    return body
+
+
+def _status(url: str, body: dict) -> tuple[int, dict]:
+    try:
+        status, _, answer = post(url, body)
+        return status, answer
+    except urllib.error.HTTPError as exc:
+        import json
+        return exc.code, json.load(exc)
+
+
+def test_a_backslash_in_fhir_server_is_refused_and_nothing_is_contacted(served, listener):
+    app = served(workers=2)
+    app.booted(2)
+    target = listener()
+    status, answer = _status(app.url + SELECT, _without_prefetch(f"https://127.0.0.1:{target.port}\\@8.8.8.8/fhir"))
+    assert status == 400, answer
+    assert "backslash" in answer["issue"][0]["diagnostics"]
+    assert target.received == [], "the service connected to the loopback host hidden behind the backslash"
+
+
+def test_userinfo_in_fhir_server_is_refused(served, listener):
+    app = served(workers=2)
+    app.booted(2)
+    target = listener()
+    status, _ = _status(app.url + SELECT, _without_prefetch(f"https://user:pw@127.0.0.1:{target.port}/fhir"))
+    assert status == 400 and target.received == []
+
+
+def test_a_next_link_with_a_backslash_is_not_followed_with_the_token(served, listener):
+    """The EHR's own FHIR server (allowed) hands over a partial Bundle whose next link reads as
+    the same host to urlsplit but as another host to urllib3: the token must not go there."""
+    ehr, other = listener(), listener("127.0.0.2")
+    base = f"http://127.0.0.1:{ehr.port}/fhir"
+    app = served(workers=2, SPINE_CDS_ALLOWED_FHIR_SERVERS=base)
+    app.booted(2)
+    body = _without_prefetch(base)
+    body["prefetch"] = copy.deepcopy(sample()["prefetch"])
+    body["prefetch"]["conditions"]["link"] = [
+        {"relation": "next", "url": f"http://127.0.0.2:{other.port}\\@127.0.0.1:{ehr.port}/fhir/Condition?page=2"}]
+    status, answer = _status(app.url + SELECT, body)
+    assert status == 200, answer
+    assert not any(TOKEN.encode() in seen for seen in other.received), "the token went to another host"
+    assert other.received == []
+
+
+def test_the_audit_record_names_no_host_for_an_ambiguous_url():
+    from cds_service.store.audit import fhir_origin
+    assert fhir_origin("https://127.0.0.1:18083\\@8.8.8.8/fhir") is None
+    assert fhir_origin("https://user@fhir.example.org/r4") == "https://fhir.example.org"   # credentials dropped
+    assert fhir_origin("https://fhir.example.org:8443/r4?x=@y") == "https://fhir.example.org:8443"
+
+
+@pytest.mark.parametrize("url, plain", [
+    ("https://fhir.example.org/r4", True),
+    ("https://fhir.example.org:8443/r4/", True),
+    ("https://[2001:db8::1]:8443/fhir", True),
+    ("https://fhir.example.org/r4?_format=json&x=@y", True),
+    ("https://127.0.0.1:18083\\@8.8.8.8/fhir", False),
+    ("https://user:pw@fhir.example.org/", False),
+    ("https://fhir.example.org@evil.example/", False),
+    ("https://fhir.example.org\t.evil/", False),
+    ("https://fhir.example.org:99999/", False),
+    ("https://fhir.example.org:8443\\/r4", False),
+])
+def test_only_urls_both_parsers_read_alike_are_plain(url, plain):
+    assert unambiguous(url) is plain
+
+
+def test_a_patient_id_that_is_not_a_fhir_id_is_refused_before_any_read(served, listener):
+    """Finding 9: ``"demo-ana "`` used to be queried raw but cached trimmed, so one call could
+    poison another patient's cache entry.  Now the id must be a FHIR id, used as given."""
+    ehr = listener()
+    base = f"http://127.0.0.1:{ehr.port}/fhir"
+    app = served(workers=2, SPINE_CDS_ALLOWED_FHIR_SERVERS=base)
+    app.booted(2)
+    for bad in ("demo-ana ", " demo-ana", "demo ana", "demo-ana/_history", "x" * 65):
+        body = _without_prefetch(base)
+        body["context"]["patientId"] = bad
+        status, answer = _status(app.url + SELECT, body)
+        assert status == 400 and "FHIR resource id" in answer["issue"][0]["diagnostics"], bad
+    assert ehr.received == []
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_body_that_is_not_sent_as_json_is_refused(served, content_type):
+    """Finding 12: a ``text/plain`` body was parsed as JSON — the kind of request a browser sends
+    across origins without a CORS preflight.  Now 415, on the real server."""
+    import json
+    import urllib.request
+    app = served(workers=2)
+    app.booted(2)
+    headers = {"Content-Type": content_type} if content_type else {}
+    request = urllib.request.Request(app.url + SELECT, data=json.dumps(sample()).encode(), method="POST", headers=headers)
+    if content_type is None:
+        request.remove_header("Content-type")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 415
+    assert "application/json" in json.load(refused.value)["issue"][0]["diagnostics"]
