@@ -24,7 +24,8 @@ from datetime import date, timedelta
 from typing import NamedTuple
 
 from cds_service.engine.fhir_dates import human_date
-from cds_service.model import ClinicalItem
+from cds_service.engine.regions import concerns
+from cds_service.model import ClinicalItem, Facts, Result, Status
 
 VISIT_DAYS = 7
 MAX_GAP_DAYS = 14
@@ -93,3 +94,62 @@ def _by_label(items: tuple[ClinicalItem, ...], labels: dict[str, str]) -> dict[s
     for item in items:
         grouped.setdefault(labels.get(item.ref, item.display), []).append(item)
     return grouped
+
+
+def evaluate(node: dict, facts: Facts, region: str | None) -> Result:
+    """The ``conservative_care`` criterion: the required components within one course."""
+    components, label = node["components"], node["label"]
+    found, course = _measure(facts, components, node["lookback_days"], region)
+    present = [c for c in components if found[c["id"]]]
+    absent = [c for c in components if not found[c["id"]]]
+    if not present or (node["require"] == "all" and absent):
+        return _missing(node, facts, found, absent)
+    labels = {i.ref: c["label"] for c in reversed(present) for i in found[c["id"]]}
+    evidence = tuple(dict.fromkeys(i.ref for i in course.items))
+    if node["require"] == "all":
+        in_course = {i.ref for i in course.items}
+        if outside := [c for c in present if not in_course.intersection(i.ref for i in found[c["id"]])]:
+            lacking = ", ".join(c["label"] for c in outside)
+            return Result(Status.UNKNOWN, label, evidence, detail=f"{describe(course, labels)}; not during that course: {lacking}")
+    weeks, detail = node["min_weeks"], describe(course, labels)
+    if course.days >= weeks * 7:
+        return Result(Status.MET, label, evidence, detail=f"{detail} ({course.days // 7} weeks)")
+    if course.ongoing(facts.today):
+        met_on = course.start + timedelta(weeks=weeks)
+        return Result(Status.UNKNOWN, label, evidence, met_on=met_on,
+                      detail=f"{detail}; {weeks} weeks of care reached on {human_date(met_on)} if it continues")
+    return Result(Status.UNKNOWN, label, evidence,
+                  detail=f"{detail}: {course.days // 7} weeks of care on record, {weeks} weeks required")
+
+
+def _measure(facts: Facts, components: list[dict], lookback_days: int, region: str | None):
+    """(items per component, the longest course over the present ones), once per Facts for
+    each distinct set of components: the programs compared on one order share definitions."""
+    key = ("course", tuple((c["id"], tuple(c["valuesets"])) for c in components), lookback_days, region)
+    if (cached := facts.memo.get(key)) is not None:
+        return cached
+    since, today = facts.today - timedelta(days=lookback_days), facts.today
+    found: dict[str, list[ClinicalItem]] = {}
+    for component in components:
+        seen: dict[int, ClinicalItem] = {}
+        for valueset in component["valuesets"]:
+            for item in facts.by_valueset.get(valueset, ()):
+                if (item.when and item.when <= today and since <= (item.end or item.when)
+                        and item.resource_type != "ServiceRequest" and (region is None or concerns(item.regions, region))):
+                    seen[id(item)] = item
+        found[component["id"]] = list(seen.values())
+    present = [i for c in components for i in found[c["id"]]]
+    result = (found, longest_course(present, since, today) if present else None)
+    facts.memo[key] = result
+    return result
+
+
+def _missing(node: dict, facts: Facts, found: dict, absent: list[dict]) -> Result:
+    evidence = tuple(dict.fromkeys(i.ref for items in found.values() for i in items))
+    undated = tuple(dict.fromkeys(i.ref for c in node["components"] for i in facts.with_valuesets(c["valuesets"])
+                                  if i.when is None and i.resource_type != "ServiceRequest"))
+    lacking = ", ".join(c["label"] for c in (absent or node["components"]))
+    detail = f"not documented in the last {node['lookback_days']} days: {lacking}"
+    if undated:
+        detail += "; care on record without dates — add when it started"
+    return Result(Status.UNKNOWN, node["label"], evidence + undated, detail=detail)

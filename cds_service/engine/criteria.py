@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from cds_service.engine import courses, trends, units
 from cds_service.engine.attestation import ATTESTATION_WINDOW_DAYS, ATTESTED, DENIED, link_id
 from cds_service.engine.fhir_dates import human_date
-from cds_service.engine.regions import concerns
+from cds_service.engine.regions import WHOLE_SPINE
 from cds_service.model import ClinicalItem, Facts, Result, Status
 
 COMPARISONS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
@@ -82,8 +82,10 @@ def _coded(node: dict, facts: Facts, kind: str) -> list[ClinicalItem]:
     """Items of the leaf's value set and kind that concern the ordered region (or name none).
     ``regions: "any"`` keeps every region: a guideline that says so."""
     types, region = ITEM_TYPES[kind], _region_of(node, facts)
-    return [i for i in facts.by_valueset.get(node.get("valueset"), ())
-            if i.resource_type in types and (region is None or concerns(i.regions, region))]
+    if region is None or region == WHOLE_SPINE:
+        return [i for i in facts.by_valueset.get(node.get("valueset"), ()) if i.resource_type in types]
+    return [i for i in facts.by_valueset.get(node.get("valueset"), ())   # regions.concerns, inlined: a hot loop
+            if i.resource_type in types and (not i.regions or region in i.regions)]
 
 
 def _region_of(node: dict, facts: Facts) -> str | None:
@@ -208,46 +210,9 @@ def completed_months(born: date, today: date) -> int:
 
 
 def conservative_care(node: dict, facts: Facts) -> Result:
-    """A long-enough course of care (courses.py) of the required components, in the lookback,
-    for the ordered region."""
-    since = facts.today - timedelta(days=node["lookback_days"])
-    region = _region_of(node, facts)
-    found: dict[str, list[ClinicalItem]] = {}
-    for component in node["components"]:
-        found[component["id"]] = [i for i in facts.with_valuesets(component["valuesets"]) if i.when
-                                  and since <= (i.end or i.when) and i.when <= facts.today
-                                  and i.resource_type != "ServiceRequest" and (region is None or concerns(i.regions, region))]
-    present = [c for c in node["components"] if found[c["id"]]]
-    absent = [c for c in node["components"] if not found[c["id"]]]
-    if not present or (node["require"] == "all" and absent):
-        return _care_missing(node, facts, found, absent)
-    labels = {i.ref: c["label"] for c in reversed(present) for i in found[c["id"]]}
-    course = courses.longest_course([i for c in present for i in found[c["id"]]], since, facts.today)
-    in_course = {i.ref for i in course.items}
-    if node["require"] == "all" and (outside := [c for c in present if not in_course & {i.ref for i in found[c["id"]]}]):
-        lacking = ", ".join(c["label"] for c in outside)
-        return Result(Status.UNKNOWN, node["label"], _refs(course.items),
-                      detail=f"{courses.describe(course, labels)}; not during that course: {lacking}")
-    weeks, detail = node["min_weeks"], courses.describe(course, labels)
-    if course.days >= weeks * 7:
-        return Result(Status.MET, node["label"], _refs(course.items), detail=f"{detail} ({course.days // 7} weeks)")
-    if course.ongoing(facts.today):
-        met_on = course.start + timedelta(weeks=weeks)
-        return Result(Status.UNKNOWN, node["label"], _refs(course.items), met_on=met_on,
-                      detail=f"{detail}; {weeks} weeks of care reached on {human_date(met_on)} if it continues")
-    return Result(Status.UNKNOWN, node["label"], _refs(course.items),
-                  detail=f"{detail}: {course.days // 7} weeks of care on record, {weeks} weeks required")
-
-
-def _care_missing(node: dict, facts: Facts, found: dict, absent: list[dict]) -> Result:
-    evidence = _refs(i for items in found.values() for i in items)
-    undated = _refs(i for c in node["components"] for i in facts.with_valuesets(c["valuesets"])
-                    if i.when is None and i.resource_type != "ServiceRequest")
-    lacking = ", ".join(c["label"] for c in (absent or node["components"]))
-    detail = f"not documented in the last {node['lookback_days']} days: {lacking}"
-    if undated:
-        detail += "; care on record without dates — add when it started"
-    return Result(Status.UNKNOWN, node["label"], evidence + undated, detail=detail)
+    """A long-enough course of care of the required components, in the lookback, for the
+    ordered region (courses.py measures it)."""
+    return courses.evaluate(node, facts, _region_of(node, facts))
 
 
 def draft_order(node: dict, facts: Facts) -> Result:

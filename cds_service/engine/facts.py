@@ -86,19 +86,21 @@ class _Reader:
     def __init__(self, record: PatientRecord, tagger: Tagger, birth: date | None, today: date):
         self.record, self.tags, self.birth, self.today = record, tagger.tags, birth, today
         self.catalog = tagger.catalog
+        self._index: dict[str, dict] | None = None
 
     def extractors(self):
         return (self.conditions, self.observations, self.procedures, self.medications, self.devices,
                 self.imaging_studies, self.reports, self.service_requests, self.attestations, self.roles)
 
-    def _tagged(self, rtype: str, *fields: str) -> Iterator[tuple[dict, tuple]]:
-        """(resource, tags) of the usable resources of ``rtype`` whose ``fields`` name something."""
+    def _tagged(self, rtype: str, field: str, other: str | None = None) -> Iterator[tuple[dict, tuple]]:
+        """(resource, tags) of the usable resources of ``rtype`` whose ``field`` (or ``other``)
+        names something."""
         tags = self.tags
         for resource in self.record.of_type(rtype):
             if isinstance(resource, dict):
-                found = tags(*(resource.get(f) for f in fields))
-                if found is not None and _usable(resource):
-                    yield resource, found
+                found = tags(resource.get(field), resource.get(other)) if other else tags(resource.get(field))
+                if found is not None and (found[0] or found[1]) and _usable(resource):
+                    yield resource, found   # a code that only names a region is no fact of its own
 
     @staticmethod
     def _make(resource: dict, tags: tuple, concept: object, **fields) -> ClinicalItem:
@@ -110,13 +112,25 @@ class _Reader:
 
     def _reason_regions(self, resource: dict) -> frozenset[str]:
         """Regions named by what a procedure or prescription was for (reasonCode/reasonReference)."""
+        if "reasonCode" not in resource and "reasonReference" not in resource:
+            return EMPTY
         found = self.tags(resource.get("reasonCode"))
         regions = found[2] if found else EMPTY
         for reference in _list(resource.get("reasonReference")):
-            target = self.record.resolve(str(reference.get("reference", ""))) if isinstance(reference, dict) else None
+            target = self._resolve(reference.get("reference")) if isinstance(reference, dict) else None
             if isinstance(target, dict) and (tags := self.tags(target.get("code"))):
                 regions = regions | tags[2]
         return regions
+
+    def _resolve(self, reference: object) -> dict | None:
+        """``Condition/123`` → the resource, through an index built on first use (a reason
+        reference per therapy visit would otherwise scan the record each time)."""
+        if not isinstance(reference, str):
+            return None
+        if self._index is None:
+            self._index = {f"{r.get('resourceType')}/{r.get('id')}": r for rtype in ("Condition", "Observation")
+                           for r in self.record.of_type(rtype) if isinstance(r, dict)}
+        return self._index.get(reference)
 
     def order_reasons(self, order: SpineOrder, conditions: list[ClinicalItem]) -> Iterator[ClinicalItem]:
         """The order's reasonCode as a finding.  An order reason has no date of its own: it takes
@@ -136,7 +150,7 @@ class _Reader:
                             dated_by=dated.ref if dated else None)
 
     def conditions(self) -> Iterator[ClinicalItem]:
-        for res, tags in self._tagged("Condition", "code", "bodySite"):
+        for res, tags in self._tagged("Condition", "code"):
             verification = _status_code(res.get("verificationStatus"))
             if verification in IGNORED_STATUSES or not tags[0]:
                 continue
@@ -150,10 +164,11 @@ class _Reader:
         for res in self.record.of_type("Observation"):
             if not isinstance(res, dict):
                 continue
-            components = _list(res.get("component"))
-            parts = [c.get(k) for c in components if isinstance(c, dict) for k in ("code", "valueCodeableConcept")]
+            components = res.get("component")
+            parts = [c.get(k) for c in components if isinstance(c, dict) for k in ("code", "valueCodeableConcept")] \
+                if isinstance(components, list) else ()
             tags = self.tags(res.get("code"), res.get("valueCodeableConcept"), *parts)
-            if tags is None or not _usable(res) or res.get("valueBoolean") is False:
+            if tags is None or not tags[0] or not _usable(res) or res.get("valueBoolean") is False:
                 continue  # False: the finding was looked for and is absent
             quantity = res.get("valueQuantity") if isinstance(res.get("valueQuantity"), dict) else {}
             value = quantity.get("value") if isinstance(quantity.get("value"), (int, float)) else None

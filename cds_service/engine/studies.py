@@ -6,6 +6,7 @@ spine (72125–72133, 72141–72158).
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable
@@ -54,7 +55,7 @@ class StudyCatalog:
         words = set()
         for text in texts:
             if isinstance(text, str):
-                words.update(_WORD.findall(text.lower().replace("x-ray", "xray").replace("-spine", "spine")))
+                words.update(_words(text))
         modalities = {prior["dicom_modalities"][c] for c in modality_codes if c in prior["dicom_modalities"]}
         modalities |= {prior["modality_words"][w] for w in words if w in prior["modality_words"]}
         regions = {prior["region_words"][w] for w in words if w in prior["region_words"]}
@@ -81,6 +82,13 @@ class StudyCatalog:
             if study:
                 return study
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _words(text: str) -> frozenset[str]:
+    """The lower-case words of a description ("XR LUMBAR SPINE 2-3 VIEWS"); memoised, bounded:
+    a chart repeats the same few report and study names."""
+    return frozenset(_WORD.findall(text.lower().replace("x-ray", "xray").replace("-spine", "spine")))
 
 
 def load_studies(path: Path) -> StudyCatalog:
