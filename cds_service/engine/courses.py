@@ -139,7 +139,10 @@ def _measure(facts: Facts, components: list[dict], lookback_days: int, region: s
                     seen[id(item)] = item
         found[component["id"]] = list(seen.values())
     present = [i for c in components for i in found[c["id"]]]
-    result = (found, longest_course(present, since, today) if present else None)
+    course_key = ("course-of", frozenset(map(id, present)), lookback_days)   # programs differ in labels, not items
+    if (course := facts.memo.get(course_key)) is None and present:
+        course = facts.memo[course_key] = longest_course(present, since, today)
+    result = (found, course)
     facts.memo[key] = result
     return result
 
