@@ -65,7 +65,7 @@ def longest_course(items: Iterable[ClinicalItem], since: date, today: date) -> C
         covered = span(item, today)
         if covered and covered[1] >= since:
             spans.append((max(covered[0], since), covered[1], item))
-    spans.sort(key=lambda s: (s[0], s[1]))
+    spans.sort(key=lambda s: (s[0], s[1], s[2].ref))   # by date, then ref: the same course whatever the input order
     runs: list[Course] = []
     for start, end, item in spans:
         if runs and start <= runs[-1].end + timedelta(days=MAX_GAP_DAYS):
