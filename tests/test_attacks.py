@@ -171,3 +171,37 @@ def test_a_body_that_is_not_sent_as_json_is_refused(served, content_type):
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 415
     assert "application/json" in json.load(refused.value)["issue"][0]["diagnostics"]
+
+
+def test_a_replayed_jwt_is_refused_by_every_worker(served, key, jwks):
+    """Finding 2: the seen-jti cache lived in each process, so one token was accepted once per
+    worker.  Now the store (shared by every worker) records each (iss, jti) atomically."""
+    import json
+    import urllib.request
+    from jwt_helpers import client_jwt
+    issuer = "https://ehr.example.org"
+    app = served(workers=2, SPINE_CDS_AUTH="on", SPINE_CDS_TRUSTED_ISSUERS=json.dumps({issuer: jwks.url + "/jwks.json"}))
+    app.wait_until("/health answers", lambda: _health(app.url) == 200)
+    token = client_jwt(key, issuer, app.url + SELECT)
+    statuses, workers = [], set()
+    for n in range(12):   # keep-alive off: each call is a new connection, spread over both workers
+        body = sample() | {"hookInstance": f"00000000-0000-4000-8000-{n:012d}"}
+        request = urllib.request.Request(app.url + SELECT, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                statuses.append(response.status)
+        except urllib.error.HTTPError as exc:
+            statuses.append(exc.code)
+    workers = {r["pid"] for r in app.records() if r.get("logger") == "cds_service.access" and r.get("status") in (200, 401)}
+    assert statuses.count(200) == 1 and statuses.count(401) == 11, statuses
+    assert len(workers) == 2, "the calls should reach both workers for this test to mean anything"
+
+
+def _health(url: str) -> int | None:
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=5) as response:
+            return response.status
+    except OSError:
+        return None

@@ -5,6 +5,7 @@ prints the offending import chain, so the failure says which line to move.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -100,3 +101,12 @@ def test_a_violation_breaks_a_contract(tmp_path, bad_import, contract):
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0, result.stdout[-2000:]
     assert f"{contract}" in result.stdout and "BROKEN" in result.stdout
+
+
+def test_the_engine_reads_no_clock():
+    """``today`` is passed in: no engine module asks the clock (import-linter cannot see a call)."""
+    clock = re.compile(r"\b(date\.today|datetime\.(now|utcnow|today)|time\.(time|monotonic|perf_counter))\s*\(")
+    offenders = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "cds_service" / "engine").glob("*.py"))
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if clock.search(line)]
+    assert offenders == []
+    assert clock.search("today = date.today()") and clock.search("t = time.perf_counter()")

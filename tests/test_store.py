@@ -346,3 +346,12 @@ def test_sqlite_writers_of_several_processes_take_turns_on_a_file_lock(tmp_path)
 
 def _decide(store: Store, card: str) -> None:
     store.record_decision(card, "svc", "order-select", "h", "ServiceRequest/1", "p", "g", "i", "approve", [], "t")
+
+
+def test_a_client_token_is_claimed_once_and_forgotten_after_it_expires(store):
+    """Replay protection for every worker on this database (protocol/auth.py)."""
+    assert store.claim_token("https://ehr.example.org", "jti-1", expires_at=1_000.0, now=700.0) is True
+    assert store.claim_token("https://ehr.example.org", "jti-1", expires_at=1_000.0, now=701.0) is False
+    assert store.claim_token("https://other.example.org", "jti-1", expires_at=1_000.0, now=702.0) is True
+    # once expired it is forgotten: such a token would be refused as expired before reaching here
+    assert store.claim_token("https://ehr.example.org", "jti-1", expires_at=2_000.0, now=1_001.0) is True

@@ -58,7 +58,8 @@ class ClientAuthenticator:
     """
 
     def __init__(self, settings: Settings, *, session: requests.Session | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 claim: Callable[[str, str, float, float], bool] | None = None):
         self._issuers = dict(settings.trusted_issuers)
         self._leeway = float(settings.jwt_leeway_s)
         self._max_age = float(settings.jwt_max_age_s)
@@ -74,6 +75,9 @@ class ClientAuthenticator:
         self._seen: cachetools.TTLCache = cachetools.TTLCache(
             maxsize=MAX_SEEN_JTIS, ttl=self._max_age + self._leeway, timer=clock)
         self._seen_lock = threading.Lock()
+        # The deployment's replay record (the store: shared by every worker); the in-process
+        # cache above is only for an authenticator made without one (tests, embedding).
+        self._claim = claim
 
     def verify(self, authorization: str | None, audience: str) -> dict:
         """Return the verified claims or raise CdsAuthError(reason).
@@ -227,6 +231,11 @@ class ClientAuthenticator:
         """Refuse a second use of (iss, jti) while the token could still be accepted."""
         if not isinstance(jti, str) or not jti:
             raise CdsAuthError("jti is not a non-empty string")
+        if self._claim is not None:
+            now = self._clock()
+            if not self._claim(iss, jti, now + self._max_age + 2 * self._leeway, now):
+                raise CdsAuthError("jti replayed")
+            return
         with self._seen_lock:
             if (iss, jti) in self._seen:
                 raise CdsAuthError("jti replayed")

@@ -38,6 +38,7 @@ _INSERT_FEEDBACK = (
     "INSERT INTO feedback (dedupe_key, service_id, card_uuid, outcome, outcome_timestamp, accepted_suggestions,"
     " reason_system, reason_code, reason_display, user_comment, received_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+_CLAIM_TOKEN = "INSERT INTO seen_tokens (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 _INSERT_AUDIT = ("INSERT INTO audit (audit_id, created_at, service_id, hook, hook_instance, status, record)"
                  " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
 _REMEMBER_SHOWN = ("INSERT INTO shown_decisions (fingerprint, shown_at) VALUES (?, ?)"
@@ -190,6 +191,20 @@ class Store:
         """When a fingerprint was last shown (epoch seconds), or None."""
         rows = self._rows("SELECT shown_at FROM shown_decisions WHERE fingerprint = ?", (fingerprint,))
         return rows[0]["shown_at"] if rows else None
+
+    # -- client tokens (protocol/auth.py replay protection) ---------------------------------
+
+    def claim_token(self, issuer: str, jti: str, expires_at: float, now: float) -> bool:
+        """Record a client JWT's (issuer, jti) until ``expires_at``; False when it is already there.
+
+        Atomic (insert-if-absent in one transaction), and shared by every worker and instance on
+        this database: a replayed token is refused whichever worker receives it.  Tokens past
+        their expiry are forgotten in the same transaction (they would be refused as expired).
+        """
+        def work(c) -> bool:
+            c.execute("DELETE FROM seen_tokens WHERE expires_at < ?", (now,))
+            return c.execute(_CLAIM_TOKEN, (issuer, jti, expires_at)).rowcount == 1
+        return self._db.run(work)
 
     # -- reports ---------------------------------------------------------------------------
 

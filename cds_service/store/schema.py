@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from cds_service.errors import CdsConfigError, CdsError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Taken (per transaction) while PostgreSQL creates or migrates tables, so workers and instances
 # starting together do not race on CREATE TABLE.  Any constant unique to this application.
 PG_SCHEMA_LOCK = 0x5350494E45  # "SPINE"
@@ -82,8 +82,20 @@ CREATE INDEX IF NOT EXISTS audit_created_at ON audit (created_at);
 CREATE INDEX IF NOT EXISTS audit_hook_instance ON audit (hook_instance);
 """
 
+# Version 3: the client JWTs already accepted (issuer, jti) until they expire, shared by every
+# worker and instance on this database, so a replayed token is refused whichever worker gets it.
+_VERSION_3 = """
+CREATE TABLE IF NOT EXISTS seen_tokens (
+    issuer TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (issuer, jti)
+);
+CREATE INDEX IF NOT EXISTS seen_tokens_expires_at ON seen_tokens (expires_at);
+"""
+
 # version -> the DDL that brings a database at version - 1 to it.
-MIGRATIONS = {1: _VERSION_1, 2: _VERSION_2}
+MIGRATIONS = {1: _VERSION_1, 2: _VERSION_2, 3: _VERSION_3}
 
 
 def statements(ddl: str, dialect: str) -> list[str]:
