@@ -205,3 +205,37 @@ def _health(url: str) -> int | None:
             return response.status
     except OSError:
         return None
+
+
+def test_health_reports_a_store_that_cannot_take_records(served, tmp_path):
+    """Finding 12: /health said ok while every hook call failed on a full disk.  A full disk is
+    made real here: the database sits on a tiny tmpfs filled to the brim (skipped without the
+    privilege to mount one)."""
+    import os
+    import shutil
+    import subprocess
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        app = served(workers=2, SPINE_CDS_DATABASE=str(mount / "spine-cds.sqlite3"))
+        app.booted(2)
+        assert _health(app.url) == 200
+        with open(mount / "filler", "wb") as filler:   # take every byte the database could still use
+            filler.write(b"\0" * shutil.disk_usage(mount).free)
+        status, answer = _get_json(app.url + "/health")
+        assert status == 503 and answer["status"] == "unavailable" and "free" in answer["store"]
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _get_json(url: str) -> tuple[int, dict]:
+    import json
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)

@@ -379,7 +379,16 @@ def test_resources_of_the_wrong_type_fail_the_key(stub, make_gatherer, caplog):
     assert record.sources["observations"] == "fhir"
     assert record.sources["conditions"] == record.sources["procedures"] == "failed"
     assert record.of_type("Condition") == () and len(record.of_type("Observation")) == 2
-    assert "answered the conditions search with Observation resources" in caplog.text
+    assert "answered the conditions search with 2 resource(s) of a type it cannot return" in caplog.text
+
+
+def test_a_resource_type_the_server_made_up_is_never_echoed_into_a_log_line(stub, make_gatherer, caplog):
+    """#14 finding 12: the type name is the FHIR server's text; a log line counts it, never quotes it."""
+    stub.answer_with = bundle([{"resourceType": "Evil\nFORGED log line user=admin", "id": "x"}])
+    record = make_gatherer().gather(make_hook(stub.url))
+    assert record.sources["conditions"] == "failed"
+    assert "FORGED" not in caplog.text and "Evil" not in caplog.text
+    assert "1 resource(s) of a type it cannot return" in caplog.text
 
 
 def test_a_failed_search_is_not_cached(stub, make_gatherer):

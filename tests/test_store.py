@@ -355,3 +355,15 @@ def test_a_client_token_is_claimed_once_and_forgotten_after_it_expires(store):
     assert store.claim_token("https://other.example.org", "jti-1", expires_at=1_000.0, now=702.0) is True
     # once expired it is forgotten: such a token would be refused as expired before reaching here
     assert store.claim_token("https://ehr.example.org", "jti-1", expires_at=2_000.0, now=1_001.0) is True
+
+
+def test_a_new_sqlite_database_is_private_to_its_owner(tmp_path):
+    """#14 finding 12: it was created world-readable (0644), with free-text comments inside."""
+    import os
+    import stat
+    path = tmp_path / "fresh" / "nested" / "spine-cds.sqlite3"
+    with Store(str(path)) as store:
+        store.record_audit({"auditId": "a1", "time": "2026-11-22T10:00:00Z", "service": "s", "status": 200})
+        modes = {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in path.parent.iterdir()}
+    assert modes["spine-cds.sqlite3"] == 0o600 and all(m & 0o077 == 0 for m in modes.values()), modes
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) & 0o077 == 0

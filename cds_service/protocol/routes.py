@@ -39,7 +39,11 @@ def discovery():
 
 @bp.get("/health")
 def health():
-    return {"status": "ok", "guidelines": sorted(g.id for g in state().registry.guidelines.values() if g.encoded)}
+    """Up, with the encoded guidelines; 503 when the store could not take a hook call's records."""
+    guidelines = sorted(g.id for g in state().registry.guidelines.values() if g.encoded)
+    if problem := state().store.problem():
+        return {"status": "unavailable", "store": problem, "guidelines": guidelines}, 503
+    return {"status": "ok", "store": "ok", "guidelines": guidelines}
 
 
 @bp.post("/cds-services/<service_id>")

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+from pathlib import Path
 
 from cds_service.store.database_url import is_postgres_url, is_url, mask_url
-from cds_service.errors import CdsConfigError
+from cds_service.errors import CdsConfigError, CdsError
 from cds_service.store.feedback import FeedbackItem
 from cds_service.store.schema import SCHEMA_VERSION, StoreUnavailable, ensure_schema
 
@@ -38,6 +40,7 @@ _INSERT_FEEDBACK = (
     "INSERT INTO feedback (dedupe_key, service_id, card_uuid, outcome, outcome_timestamp, accepted_suggestions,"
     " reason_system, reason_code, reason_display, user_comment, received_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+MIN_FREE_BYTES = 32 << 20   # below this a commit may fail for lack of space: /health says so
 _CLAIM_TOKEN = "INSERT INTO seen_tokens (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 _INSERT_AUDIT = ("INSERT INTO audit (audit_id, created_at, service_id, hook, hook_instance, status, record)"
                  " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
@@ -90,6 +93,26 @@ class Store:
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql``."""
         return self._db.dialect
+
+    def problem(self) -> str | None:
+        """Why the store could not take a hook call's records right now, or None when it can.
+
+        ``/health`` asks this, so a probe sees what every hook call would: a database that
+        cannot be read, or (SQLite) a folder with less than :data:`MIN_FREE_BYTES` left — a full
+        disk fails every commit while reads still work.
+        """
+        if self.dialect == "sqlite" and self.location != ":memory:":
+            folder = Path(self.location).expanduser().parent
+            try:
+                if shutil.disk_usage(folder).free < MIN_FREE_BYTES:
+                    return f"less than {MIN_FREE_BYTES >> 20} MiB free where the database is"
+            except OSError:
+                return "the database folder cannot be read"
+        try:
+            self._db.run(lambda c: c.execute("SELECT 1").fetchone(), write=False)
+        except CdsError:
+            return "the database cannot be read"
+        return None
 
     # -- decisions and the audit trail -------------------------------------------------------
 

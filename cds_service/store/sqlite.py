@@ -46,7 +46,7 @@ class SqliteBackend:
         self._turn: WriterTurn | None = None
         try:
             if not in_memory:
-                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                _private_file(Path(path).expanduser())
                 self._turn = WriterTurn(str(Path(path).expanduser()) + ".lock")
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so nothing is left open.
             self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
@@ -132,3 +132,13 @@ class WriterTurn:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file readable by its owner only (0600, in a 0700 folder when we make
+    the folder): it holds clinicians' free-text comments and the audit trail.  SQLite gives its
+    -wal and -shm files the database file's permissions.  An existing file keeps the operator's."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+
