@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import date
 
-from cds_service.engine.attestation import ATTESTED, CANONICAL_BASE, DENIED
+from cds_service.engine.attestation import attestation_items
 from cds_service.engine.fhir_dates import first_date, parse_date, period_end
 from cds_service.engine.record_dates import condition_abated, condition_onset, is_history, medication_end
 from cds_service.engine.tagging import EMPTY, Tagger, codings_of
@@ -267,36 +267,10 @@ class _Reader:
                                  status="completed" if res["status"] == "completed" else "active")
 
     def attestations(self) -> Iterator[ClinicalItem]:
-        """Boolean answers of completed QuestionnaireResponses to our own Questionnaires: one item
-        per answer, tagged ``attestation:<linkId>`` (yes) or ``attestation-denied:<linkId>`` (no)
-        and dated when the response was authored.  Other questionnaires say nothing we can read."""
+        """The clinician's yes/no answers to our Questionnaires (attestation.py reads them)."""
         for res in self.record.of_type("QuestionnaireResponse"):
-            if not isinstance(res, dict) or not _usable(res):
-                continue
-            canonical = _text_value(res.get("questionnaire"))
-            if res.get("status") not in ("completed", "amended") or not (canonical or "").startswith(CANONICAL_BASE):
-                continue
-            ref, when = f"QuestionnaireResponse/{res['id']}", first_date(res, "authored")
-            for link, text, answer in _boolean_answers(res.get("item")):
-                yield ClinicalItem(ref=ref, resource_type="QuestionnaireResponse",
-                                   valuesets=frozenset({(ATTESTED if answer else DENIED) + link}),
-                                   display=f"{'attested' if answer else 'attested not so'}: {text or link}",
-                                   when=when, status="completed")
-
-
-def _boolean_answers(items: object) -> Iterator[tuple[str, str | None, bool]]:
-    """(linkId, text, valueBoolean) of every boolean answer, nested items and answers included."""
-    for item in items if isinstance(items, list) else []:
-        if not isinstance(item, dict):
-            continue
-        answers = item.get("answer") if isinstance(item.get("answer"), list) else []
-        link = _text_value(item.get("linkId"))
-        for answer in answers:
-            if isinstance(answer, dict) and isinstance(answer.get("valueBoolean"), bool) and link:
-                yield link, _text_value(item.get("text")), answer["valueBoolean"]
-            if isinstance(answer, dict):
-                yield from _boolean_answers(answer.get("item"))
-        yield from _boolean_answers(item.get("item"))
+            if isinstance(res, dict) and _usable(res):
+                yield from attestation_items(res)
 
 
 def _abnormal(resource: dict, value: float | None) -> bool | None:
