@@ -73,3 +73,36 @@ def test_dates_read_as_clinicians_write_them():
 
     from cds_service.engine.fhir_dates import human_date
     assert [human_date(date(2026, m, d)) for m, d in ((1, 3), (5, 31), (12, 1))] == ["3 Jan 2026", "31 May 2026", "1 Dec 2026"]
+
+
+def _every_card(registry):
+    from casebuilder import case_tables
+    for table in case_tables():
+        for case in table["cases"]:
+            hook, record = build_case(case, table.get("defaults", {}))
+            today = date.fromisoformat(case.get("today", table["today"]))
+            for decision in decide_orders(hook, record, registry, table["program"], today):
+                yield case["name"], decision, card_for(decision, hook.hook_instance)
+
+
+def test_wording_that_cannot_mislead(registry):
+    """#15 §3: summaries are written to fit 140 characters, never cut; a date in the future reads
+    as "will meet … if care continues", never "met on"; override reasons fit the card."""
+    seen = {"alternative": 0, "documentation": 0, "will meet": 0}
+    for name, decision, card in _every_card(registry):
+        summary = card["summary"]
+        assert len(summary) <= 140 and not summary.endswith("…"), (name, summary)
+        assert "met on" not in summary, (name, summary)
+        reasons = {r["code"] for r in card.get("overrideReasons", [])}
+        if decision.outcome == "alternative":
+            assert "alternative-not-suitable" in reasons and "documented-elsewhere" not in reasons, name
+            seen["alternative"] += 1
+        elif decision.outcome == "documentation":
+            assert "documented-elsewhere" in reasons and "alternative-not-suitable" not in reasons, name
+            seen["documentation"] += 1
+            if decision.indication and decision.indication.result.met_on:
+                assert "will meet" in summary and "if care continues" in summary, (name, summary)
+                seen["will meet"] += 1
+        else:
+            assert not reasons, name
+    assert all(seen.values()), seen   # every branch above was exercised

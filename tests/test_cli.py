@@ -10,6 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from cds_service.tools.cli import SAMPLES, main
 from ports import free_port
 
@@ -26,7 +28,7 @@ def test_evaluate_reports_an_unreadable_file(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{nope")
     assert main(["evaluate", str(bad)]) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert "is not a JSON file" in capsys.readouterr().err   # says what it expected (#15 §7)
 
 
 def test_demo_decides_every_sample(capsys):
@@ -75,3 +77,14 @@ def test_serve_answers_discovery_and_stops_gracefully(tmp_path):
         assert proc.wait(timeout=30) == 0
         proc.stdout.close()
     assert Path(tmp_path, "spine-cds.sqlite3").exists()
+
+
+def test_errors_say_the_expected_format(tmp_path, capsys):
+    """#15 §7: a wrong date or a file that is not JSON says what is expected."""
+    with pytest.raises(SystemExit) as exited:
+        main(["evaluate", str(SAMPLES / "radiculopathy-conservative-care-failed.json"), "--today", "22/11/2026"])
+    assert exited.value.code == 2 and "--today takes a date as YYYY-MM-DD" in capsys.readouterr().err
+    not_json = tmp_path / "request.json"
+    not_json.write_text("hook: order-select\n")
+    assert main(["evaluate", str(not_json)]) == 2
+    assert "is not a JSON file" in capsys.readouterr().err

@@ -28,6 +28,12 @@ OVERRIDE_REASONS = (
     ("alternative-not-suitable", "The suggested alternative is not suitable for this patient"),
     ("urgent", "Urgent or emergency presentation"),
 )
+# Which reasons fit which card: "the alternative is not suitable" only where one is suggested,
+# "documented elsewhere" only where documentation is asked for.
+REASONS_FOR = {
+    ALTERNATIVE: ("alternative-not-suitable", "clinical-judgment", "urgent"),
+    DOCUMENTATION: ("documented-elsewhere", "clinical-judgment", "urgent"),
+}
 
 
 def stable_uuid(*parts: str) -> str:
@@ -45,8 +51,9 @@ def card_for(decision: Decision, hook_instance: str, base_url: str = "") -> dict
     card["source"] = {"label": decision.route.program.name,
                       "topic": {"system": CARD_TYPES, "code": code, "display": display}}
     card["extension"] = {"spine-cds.decision": decision_extension(decision)}
-    if decision.outcome in (ALTERNATIVE, DOCUMENTATION):
-        card["overrideReasons"] = [{"system": OVERRIDE_SYSTEM, "code": c, "display": d} for c, d in OVERRIDE_REASONS]
+    if fitting := REASONS_FOR.get(decision.outcome):
+        card["overrideReasons"] = [{"system": OVERRIDE_SYSTEM, "code": c, "display": d}
+                                   for c, d in OVERRIDE_REASONS if c in fitting]
     return card
 
 

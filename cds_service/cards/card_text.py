@@ -15,6 +15,13 @@ SUMMARY_LIMIT = 139
 NOT_FOUND = "not found in the record"  # the default reason: implied by a checklist line
 
 
+def compose(*candidates: str, limit: int = SUMMARY_LIMIT) -> str:
+    """The first candidate that fits ``limit`` characters: a summary is written to fit, most
+    complete first, never cut mid-sentence (the last candidate is a short form that fits)."""
+    texts = [" ".join(c.split()) for c in candidates]
+    return next((t for t in texts if len(t) <= limit), shorten(texts[-1], limit))
+
+
 def shorten(text: str, limit: int = SUMMARY_LIMIT) -> str:
     """Cut ``text`` to ``limit`` characters at a word boundary, with an ellipsis."""
     text = " ".join(text.split())
@@ -37,25 +44,34 @@ def study_name(decision: Decision) -> str:
 
 
 def approve_summary(d: Decision) -> str:
-    return shorten(f"{study_name(d)} meets {short(d)} criteria: {d.indication.rule.label}")
+    return compose(f"{study_name(d)} meets {short(d)} criteria: {d.indication.rule.label}",
+                   f"{study_name(d)} meets {short(d)} criteria (indication in the details)")
 
 
 def alternative_summary(d: Decision) -> str:
-    return shorten(f"Order {d.alternative_study.display} instead — {d.alternative.rule.reason.rstrip('.')}")
+    reason = d.alternative.rule.reason.rstrip(".")
+    first_sentence = reason.split("; ")[0].split(". ")[0]
+    return compose(f"Order {d.alternative_study.display} instead — {reason}",
+                   f"Order {d.alternative_study.display} instead — {first_sentence}",
+                   f"Order {d.alternative_study.display} instead ({short(d)}: why in the details)")
 
 
 def documentation_summary(d: Decision) -> str:
     prefix = f"{study_name(d)}: "
     if d.blocking_gates:
-        return shorten(prefix + f"{short(d)} also needs: {lower_first(d.blocking_gates[0].rule.label)}")
-    if d.indication and d.indication.result.met_on:
-        return shorten(prefix + f"{short(d)} criteria met on {day(d.indication.result.met_on)} "
-                       f"({d.indication.rule.label})")
+        return compose(prefix + f"{short(d)} also needs: {lower_first(d.blocking_gates[0].rule.label)}",
+                       prefix + f"{short(d)} needs more documentation for this study (see the details)")
+    if d.indication and d.indication.result.met_on:   # a future date: not met yet, and it must read so
+        when = day(d.indication.result.met_on)
+        return compose(prefix + f"will meet {short(d)} criteria on {when} if care continues ({d.indication.rule.label})",
+                       prefix + f"will meet {short(d)} criteria on {when} if care continues")
     first = _first_missing(d)
     if first and len(first) > 60 and d.indication:
         first = lower_first(d.indication.rule.label)  # a long checklist line: name the indication instead
-    return shorten(prefix + (f"document {first} to meet {short(d)} criteria" if first
-                             else f"the record does not show {short(d)} criteria"))
+    if not first:
+        return compose(prefix + f"the record does not show {short(d)} criteria")
+    return compose(prefix + f"document {first} to meet {short(d)} criteria",
+                   prefix + f"documentation needed to meet {short(d)} criteria (checklist in the details)")
 
 
 def incomplete_summary(d: Decision) -> str:
@@ -109,7 +125,7 @@ def _options(options: tuple[Missing, ...], depth: int) -> list[str]:
 def _missing_text(item: Missing) -> str:
     text = ("One of:" if item.label == "one of" else f"{item.label} — one of:") if item.one_of else item.label
     if item.met_on:
-        text += f" (met on {day(item.met_on)} if it continues)"
+        text += f" (will be met on {day(item.met_on)} if it continues)"
     if item.detail and not item.one_of and item.detail != NOT_FOUND:
         text += f" — {item.detail}"
     return text

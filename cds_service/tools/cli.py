@@ -15,6 +15,14 @@ from cds_service.errors import CdsConfigError
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
+def _day(text: str) -> date:
+    """``--today``: an ISO date, with an error that says the expected format."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--today takes a date as YYYY-MM-DD, e.g. 2026-11-22 (got {text!r})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="spine-cds", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -28,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("request", type=Path,
                           help="a CDS Hooks request JSON file (with prefetch), a folder of them (*.json), "
                                "or an NDJSON file (.ndjson/.jsonl, one request per line)")
-    evaluate.add_argument("--today", type=date.fromisoformat, help="evaluation date (YYYY-MM-DD); default today")
+    evaluate.add_argument("--today", type=_day, help="evaluation date (YYYY-MM-DD); default today")
     evaluate.add_argument("--json", action="store_true", help="batch: print the summary as JSON")
     demo = commands.add_parser("demo", help="decide the bundled synthetic patients' orders and show the cards")
-    demo.add_argument("--today", type=date.fromisoformat, default=date(2026, 11, 22),
+    demo.add_argument("--today", type=_day, default=date(2026, 11, 22),
                       help="evaluation date the synthetic records were written for (default 2026-11-22)")
     demo.add_argument("--json", action="store_true", help="print the full responses")
     report = commands.add_parser("report", help="card outcomes and override reasons per guideline and indication")
@@ -66,9 +74,15 @@ def _evaluate(args) -> int:
             return 2
         return batch_main(args.request, args.today, args.json)
     try:
-        body = json.loads(args.request.read_text(encoding="utf-8"))
+        text = args.request.read_text(encoding="utf-8")
     except (OSError, ValueError) as exc:
         print(f"spine-cds: cannot read {args.request}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        print(f"spine-cds: {args.request} is not a JSON file ({exc}); evaluate takes a CDS Hooks request as JSON, "
+              "a folder of them, or an NDJSON file (.ndjson/.jsonl)", file=sys.stderr)
         return 2
     status, response = offline_response(body, args.today)
     print(json.dumps(response, indent=2))
