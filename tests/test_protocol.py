@@ -176,7 +176,8 @@ def test_one_decision_card_per_selected_spine_order(secured, token):
     decision = assert_card_contract(card)
     assert decision["order"] == "ServiceRequest/sr-mri"
     assert (decision["program"], decision["guideline"], decision["routedBy"]) == ("nia", "nia-lumbar-spine-mri", "payer")
-    assert card["source"]["label"] == "National Imaging Associates (NIA)"
+    assert card["source"]["label"] == "Example Health Plan (NIA)"   # CRD: the insurer the patient knows
+    assert "National Imaging Associates (NIA)" in card["detail"]     # the benefit manager, in the detail
 
 
 def test_order_sign_annotates_each_decided_order_with_coverage_information(secured, token):

@@ -48,7 +48,7 @@ def card_for(decision: Decision, hook_instance: str, base_url: str = "") -> dict
     card = builder[decision.outcome](decision, hook_instance, base_url)
     code, display = TOPICS[decision.outcome]
     card["uuid"] = stable_uuid(hook_instance, decision.order.reference, "card")
-    card["source"] = {"label": decision.route.program.name,
+    card["source"] = {"label": decision.route.payer or decision.route.program.name,   # CRD: the insurer the patient knows
                       "topic": {"system": CARD_TYPES, "code": code, "display": display}}
     card["extension"] = {"spine-cds.decision": decision_extension(decision)}
     if fitting := REASONS_FOR.get(decision.outcome):
@@ -62,8 +62,8 @@ def decision_extension(d: Decision) -> dict:
     ext = {"order": d.order.reference, "outcome": d.outcome, "program": d.route.program.id,
            "guideline": d.guideline.id if d.guideline else None, "indication": d.indication_id,
            "routedBy": d.route.routed_by}
-    if d.outcome == APPROVE:
-        ext["evidence"] = list(d.indication.result.evidence)
+    if d.outcome in (APPROVE, DOCUMENTATION) and d.indication and d.indication.result.evidence:
+        ext["evidence"] = list(d.indication.result.evidence)   # what decided it (or is already on record)
     if d.alternative_study:
         ext["alternative"] = {"id": d.alternative.rule.id, "cpt": d.alternative_study.cpt}
     if d.data_gaps:

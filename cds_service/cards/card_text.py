@@ -95,14 +95,15 @@ def cite(rule) -> str:
 
 
 def evidence_lines(result: Result) -> list[str]:
-    """One line per met leaf: its label, what was found, and the resources."""
+    """One line per met leaf: its label and what was found, in clinical words ("physical therapy,
+    9 entries 25 Jul – 3 Dec").  Resource ids are for machines: they stay in the decision
+    extension, never as a list in the text a clinician reads."""
     if result.status != Status.MET and result.combinator != "all":
         return []
     if result.children and result.combinator != "not":
         return [line for child in result.children if child.status == Status.MET for line in evidence_lines(child)]
-    refs = ", ".join(r for r in result.evidence if r != "Patient")
     found = f": {result.detail}" if result.detail else ""
-    return [f"- {result.label}{found}" + (f" — `{refs}`" if refs else "")]
+    return [f"- {result.label}{found}"]
 
 
 def checklist(items: list[Missing]) -> list[str]:
@@ -132,7 +133,8 @@ def _missing_text(item: Missing) -> str:
 
 
 def program_note(d: Decision) -> str:
-    note = f"Program: **{d.route.program.name}**"
+    note = (f"Payer: **{d.route.payer}**; its imaging benefit manager: {d.route.program.name}" if d.route.payer
+            else f"Program: **{d.route.program.name}**")
     if d.route.routed_by == "default":
         note += f" — the default program ({d.route.note})"
     if d.guideline:

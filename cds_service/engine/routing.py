@@ -32,6 +32,7 @@ class Route:
     routed_by: str                  # "payer" | "default"
     coverage: str | None = None     # "Coverage/<id>" used, if any
     note: str | None = None         # why the default was used
+    payer: str | None = None        # the insurer the patient knows (Coverage.payor display or Organization.name)
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,13 @@ class Routing:
             unread = record.sources.get("coverage") in ("failed", "partial")
             return Route(self.programs[default_program], "default",
                          note="the Coverage could not be read from the EHR" if unread else "no Coverage in the request")
-        ref = f"Coverage/{coverage.get('id')}"
+        ref, payer = f"Coverage/{coverage.get('id')}", _payer_name(coverage, record)
         for system, value in _payer_identifiers(coverage, record):
             program_id = self.payers.get((system, value))
             if program_id:
-                return Route(self.programs[program_id], "payer", ref)
-        return Route(self.programs[default_program], "default", ref, note="the Coverage's payer is not routed to a program")
+                return Route(self.programs[program_id], "payer", ref, payer=payer)
+        return Route(self.programs[default_program], "default", ref, note="the Coverage's payer is not routed to a program",
+                     payer=payer)
 
 
 def _primary_coverage(record: PatientRecord) -> dict | None:
@@ -60,6 +62,22 @@ def _primary_coverage(record: PatientRecord) -> dict | None:
     if not candidates:
         return None
     return min(candidates, key=lambda c: c.get("order") if isinstance(c.get("order"), int) else 99)
+
+
+def _payer_name(coverage: dict, record: PatientRecord) -> str | None:
+    """The payer's name as the patient knows it: the payor Reference's display, else the name of
+    the Organization it references (Da Vinci CRD: ``source.label`` is the insurer, not the
+    benefit manager that applies the guideline)."""
+    for payor in coverage.get("payor") if isinstance(coverage.get("payor"), list) else []:
+        if not isinstance(payor, dict):
+            continue
+        if isinstance(payor.get("display"), str) and payor["display"].strip():
+            return payor["display"].strip()[:120]
+        if isinstance(payor.get("reference"), str):
+            organization = record.resolve(local_reference(payor["reference"])) or {}
+            if isinstance(organization.get("name"), str) and organization["name"].strip():
+                return organization["name"].strip()[:120]
+    return None
 
 
 def _payer_identifiers(coverage: dict, record: PatientRecord):
