@@ -6,6 +6,7 @@ dicts, never Flask, ``requests`` or the clock, so it can be tested from JSON cas
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
@@ -17,6 +18,7 @@ SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 NUCC = "http://nucc.org/provider-taxonomy"   # clinician specialties (PractitionerRole.specialty)
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")   # the FHIR R4 id datatype
 
 
 @dataclass(frozen=True)

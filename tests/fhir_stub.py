@@ -50,6 +50,7 @@ class FhirStub:
         self.delay_when: Callable[[str], float] | None = None  # path -> extra seconds
         self.fail_status: int | None = None     # answer every request with this status
         self.not_json = False                   # answer with an HTML page
+        self.ignore_include = False             # ignore _include, as Medplum's engine does
         self.answer_with: dict | bytes | None = None  # answer every request 200 with this
         self.endless_next = False               # every page has a next link
         self.next_base: str | None = None       # base URL put in next links (default: ours)
@@ -159,7 +160,7 @@ class FhirStub:
 
     def _included(self, page: list[dict], includes: list[str]) -> list[dict]:
         """Organizations named by ``Coverage.payor`` when ``_include=Coverage:payor``."""
-        if "Coverage:payor" not in includes:
+        if "Coverage:payor" not in includes or self.ignore_include:
             return []
         refs = {p.get("reference") for r in page for p in r.get("payor", [])}
         return [{"resource": org, "search": {"mode": "include"}}

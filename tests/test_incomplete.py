@@ -31,7 +31,8 @@ def decide_with_gaps(name: str, registry, failed=("conditions",), coverage: str 
     record = dataclasses.replace(record, sources=sources)
     [decision] = decide_orders(hook, record, registry, TABLE["program"], TODAY)
     if coverage:
-        decision = dataclasses.replace(decision, route=dataclasses.replace(decision.route, coverage=coverage))
+        decision = dataclasses.replace(decision, route=dataclasses.replace(decision.route, coverage=coverage,
+                                                                           routed_by="payer"))
     return hook, decision
 
 

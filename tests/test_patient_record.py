@@ -515,3 +515,20 @@ def test_logs_hold_no_patient_id_or_token(stub, make_gatherer, caplog):
     make_gatherer(SPINE_CDS_FHIR_MAX_PAGES="2").gather(make_hook(stub.url))
     assert "patient record in" in caplog.text
     assert PATIENT_ID not in caplog.text and TOKEN not in caplog.text
+
+
+
+def test_the_payer_organization_is_read_when_the_server_ignores_include(stub, make_gatherer):
+    """#14 finding 15: Medplum's engine ignores ``_include=Coverage:payor``; the payer, which routes
+    the order to its program, must then be read by reference (one extra read)."""
+    stub.ignore_include = True
+    record = make_gatherer().gather(make_hook(stub.url))
+    assert [o["id"] for o in record.of_type("Organization")] == ["payer-1"]
+    assert stub.requests.count("/Organization/payer-1") == 1 and len(stub.requests) == len(FETCHED_KEYS) + 1
+
+
+def test_a_payer_organization_that_cannot_be_read_leaves_the_payer_unknown(stub, make_gatherer):
+    stub.ignore_include = True
+    stub.resources["Organization"] = []   # the reference leads nowhere: 404
+    record = make_gatherer().gather(make_hook(stub.url))
+    assert record.of_type("Organization") == () and record.sources["coverage"] == "fhir"

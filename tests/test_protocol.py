@@ -308,3 +308,18 @@ def test_a_call_shaped_like_the_cds_hooks_sandbox_is_answered(sandbox_client, ke
     answer = client.post(path, json={"feedback": [{**feedback["feedback"][0], "overrideReason": {"userComment": "seen"}}]},
                          headers={"Authorization": f"Bearer {_sandbox_token(key, jwks_url, path)}"})
     assert answer.status_code == 200 and answer.get_json()["stored"] == 1
+
+
+def test_no_coverage_is_asserted_for_a_payer_that_was_never_identified(secured, token):
+    """#14 finding 15: the default program still decides the order, but CRD coverage-information
+    must not say covered/satisfied for a payer we could not identify; the card says why."""
+    body = load("order-select-lumbar-mri.json")
+    body["hook"] = "order-sign"
+    del body["context"]["selections"]
+    body["prefetch"]["coverage"]["entry"] = body["prefetch"]["coverage"]["entry"][:1]   # the Organization never came
+    response = post(secured, token, SIGN, body).get_json()
+    [card] = response["cards"]
+    assert card["extension"]["spine-cds.decision"]["routedBy"] == "default" and "default program" in card["detail"]
+    [action] = response["systemActions"]
+    parts = assert_coverage_information(action["resource"], "order-sign")
+    assert parts["covered"] == ["indeterminate"] and "pa-needed" not in parts and "satisfied-pa-id" not in parts

@@ -278,7 +278,7 @@ def test_prefetched_attestation_approves_through_the_hook(client):
 
 def test_coverage_information_names_the_questionnaire_only_beside_doc_needed(registry):
     decision = decide(case_named(FOLLOW_UP_CASE), registry)
-    decision = replace(decision, route=replace(decision.route, coverage="Coverage/cov1"))
+    decision = replace(decision, route=replace(decision.route, coverage="Coverage/cov1", routed_by="payer"))
     sign = coverage_action(decision, "order-sign", "hook-1", date(2026, 11, 22))["resource"]
     parts = assert_coverage_information(sign, "order-sign")
     assert parts["questionnaire"] == [canonical(GUIDELINE, FOLLOW_UP)] and parts["doc-needed"] == ["clinical"]
@@ -291,7 +291,7 @@ def test_coverage_information_has_no_questionnaire_when_nothing_is_to_be_atteste
     approved = decide(attested_case(client, FOLLOW_UP_CASE, FOLLOW_UP, "2026-11-21", True, outcome="approve"), registry)
     coded_only = decide({"name": "lbp", "reasons": ["icd10|M54.50"], "record": [], "expect": {}}, registry)
     for decision in (approved, coded_only):
-        decision = replace(decision, route=replace(decision.route, coverage="Coverage/cov1"))
+        decision = replace(decision, route=replace(decision.route, coverage="Coverage/cov1", routed_by="payer"))
         parts = assert_coverage_information(
             coverage_action(decision, "order-sign", "hook-1", date(2026, 11, 22))["resource"], "order-sign")
         assert "questionnaire" not in parts

@@ -58,6 +58,9 @@ def _assertion(d: Decision, hook: str, assertion: str) -> list[tuple[str, dict]]
     if d.outcome == INCOMPLETE:  # CRD resp-43: a technical failure is indeterminate, reason technical
         return [_code("covered", "indeterminate"), _code("pa-needed", "indeterminate"),
                 _reason(f"Patient data could not be read from the EHR ({', '.join(d.data_gaps)})", "technical")]
+    if d.route.routed_by != "payer":   # a Coverage whose payer we could not identify: assert nothing for it
+        return [_code("covered", "indeterminate"),
+                _reason(f"The payer on the Coverage could not be identified ({d.route.note}); coverage was not assessed")]
     if d.outcome == NO_POLICY:
         return [_code("covered", "indeterminate"),
                 _reason(f"No {program} guideline for {d.order.study.display}")]

@@ -6,12 +6,10 @@ ignored (CRD ``hook-23``); omitted optional elements are not errors (``conf-12``
 """
 from __future__ import annotations
 
-import re
-
 from urllib.parse import urlsplit
 
 from cds_service.errors import CdsBadRequest
-from cds_service.model import HookRequest
+from cds_service.model import FHIR_ID, HookRequest
 
 HOOKS = ("order-select", "order-sign")
 MAX_ORDER_DEPTH = 64  # FHIR resources nest a dozen levels; far deeper is an attack, and breaks copying
@@ -22,9 +20,6 @@ ORDER_TYPES = frozenset({"ServiceRequest", "MedicationRequest", "DeviceRequest",
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise CdsBadRequest(message)
-
-
-FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")   # FHIR R4 id datatype
 
 
 def _text(value: object, max_len: int = 4096) -> bool:

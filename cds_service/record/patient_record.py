@@ -42,9 +42,9 @@ from urllib.parse import unquote
 import requests
 
 from cds_service.record.cache import CacheKey, PatientDataCache, make_cache
-from cds_service.errors import CdsPreconditionFailed, FhirUnavailable
+from cds_service.errors import CdsBadRequest, CdsPreconditionFailed, FhirUnavailable
 from cds_service.record.fhir_client import FhirClient, SearchResult, check_fhir_server_allowed, normalise_base
-from cds_service.model import HookRequest, PatientRecord
+from cds_service.model import FHIR_ID, HookRequest, PatientRecord
 from cds_service.record.prefetch import (
     FIRST_PAGE_ONLY, KEY_TYPES, PREFETCH, PREFETCH_ONLY, REQUIRED_KEYS, Prefetched, fill_template,
     normalise_prefetch,
@@ -104,6 +104,7 @@ class RecordGatherer:
             del todo[key]
         if todo:
             data.update(self._fetch(hook, todo, started + self._settings.deadline_s))
+        self._read_payers(hook, data, started + self._settings.deadline_s)
         record = build_record(hook.patient_id, data)
         log.info("patient record in %.0f ms: sources=%s counts=%s",
                  (time.monotonic() - started) * 1000, record.sources,
@@ -133,6 +134,28 @@ class RecordGatherer:
                             "%s s); its facts are unknown", key, self._settings.deadline_s)
                 results[key] = unfetched(todo[key])
         return results
+
+    def _read_payers(self, hook: HookRequest, data: dict[str, KeyData], deadline: float) -> None:
+        """Read the payer Organization a Coverage references when it did not come along.
+
+        The payer routes the order to its program, and some FHIR servers ignore
+        ``_include=Coverage:payor`` (Medplum's engine does): without this read the default
+        program would decide for a payer never identified.  At most two reads, within the
+        hook's deadline; a failure leaves the payer unidentified (the card says so)."""
+        coverage = data.get("coverage")
+        if coverage is None or not coverage.resources or not hook.fhir_server:
+            return
+        missing = payers_not_in(coverage.resources)[:2]
+        if not missing:
+            return
+        try:
+            self._check_server(hook.fhir_server, deadline)
+            client = FhirClient(hook.fhir_server, hook.access_token, self._session, self._settings, deadline=deadline)
+            found = tuple(client.read("Organization", ref.split("/", 1)[1]) for ref in missing)
+        except (FhirUnavailable, CdsBadRequest) as exc:
+            log.warning("payer Organization not read: %s", exc.message)
+            return
+        data["coverage"] = KeyData(coverage.resources + found, coverage.source)
 
     def _check_server(self, url: str, deadline: float) -> None:
         """The SSRF guard resolves the host, and DNS has no timeout of its own: bound it too."""
@@ -288,3 +311,21 @@ def build_record(patient_id: str, data: Mapping[str, KeyData]) -> PatientRecord:
         resources={rtype: tuple(items) for rtype, items in grouped.items()},
         sources={key: data[key].source for key in PREFETCH if key in data},
     )
+
+
+def payers_not_in(resources: tuple[dict, ...]) -> list[str]:
+    """``Organization/<id>`` of every Coverage payor reference whose Organization is not among
+    ``resources`` (relative, absolute or versioned references; others are ignored)."""
+    present = {f"{r.get('resourceType')}/{r.get('id')}" for r in resources if isinstance(r, dict)}
+    wanted = []
+    for coverage in resources:
+        if not isinstance(coverage, dict) or coverage.get("resourceType") != "Coverage":
+            continue
+        for payor in coverage.get("payor") if isinstance(coverage.get("payor"), list) else []:
+            reference = payor.get("reference") if isinstance(payor, dict) else None
+            if isinstance(reference, str):
+                local = "/".join(reference.split("/_history/")[0].rstrip("/").split("/")[-2:])
+                if local.startswith("Organization/") and FHIR_ID.fullmatch(local[13:]) and local not in present:
+                    wanted.append(local)
+    return list(dict.fromkeys(wanted))
+
