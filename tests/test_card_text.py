@@ -42,12 +42,14 @@ def _approval(card, decision):
 
 
 def _alternative(card, decision):
+    """One update of the draft order (#15 §1): same id, the alternative's CPT code, reasons kept."""
     [suggestion] = card["suggestions"]
-    delete, create = suggestion["actions"]
+    [update] = suggestion["actions"]
     assert suggestion["isRecommended"] and card["selectionBehavior"] == "at-most-one"
-    assert (delete["type"], delete["resourceId"]) == ("delete", decision.order.reference)
-    assert create["type"] == "create"
-    assert create["resource"]["code"]["coding"][0]["code"] == decision.alternative_study.cpt
+    assert update["type"] == "update" and update["resource"]["id"] == decision.order.resource["id"]
+    assert update["resource"]["code"]["coding"][0]["code"] == decision.alternative_study.cpt
+    assert update["resource"].get("reasonCode") == decision.order.resource.get("reasonCode")
+    assert decision.order.resource["code"]["coding"][0]["code"] != decision.alternative_study.cpt  # the draft is untouched
     assert decision.alternative_study.display in suggestion["label"]
     assert decision.alternative.rule.reason.rstrip(".") in card["detail"]
     assert card["overrideReasons"] and card["indicator"] == "warning"
@@ -106,3 +108,33 @@ def test_wording_that_cannot_mislead(registry):
         else:
             assert not reasons, name
     assert all(seen.values()), seen   # every branch above was exercised
+
+
+
+def test_an_alternative_can_be_proposed_as_delete_and_create(registry):
+    """The CRD alternative form, chosen by the operator (setting) or the EHR (configuration option)."""
+    from casebuilder import case_tables
+    from cds_service.cards.pama import RATING_URL
+    table = next(t for t in case_tables() if t["guideline"] == "nia-lumbar-spine-mri")
+    case = next(c for c in table["cases"] if c["expect"]["outcome"] == "alternative")
+    hook, record = build_case(case, table.get("defaults", {}))
+    [decision] = decide_orders(hook, record, registry, table["program"], date.fromisoformat(table["today"]))
+    delete, create = card_for(decision, hook.hook_instance, delete_create=True)["suggestions"][0]["actions"]
+    assert (delete["type"], delete["resourceId"]) == ("delete", decision.order.reference)
+    assert create["type"] == "create" and create["resource"]["id"] != decision.order.resource["id"]
+    assert create["resource"]["code"]["coding"][0]["code"] == decision.alternative_study.cpt
+    [update] = card_for(decision, hook.hook_instance)["suggestions"][0]["actions"]
+    ratings = [e for e in update["resource"].get("extension", []) if e["url"] == RATING_URL]
+    assert [r["valueCodeableConcept"]["coding"][0]["code"] for r in ratings] == ["appropriate"]   # no Coverage: PAMA
+
+
+def test_the_ehr_chooses_the_alternative_form_per_call(client):
+    """CRD configuration option alternative-delete-create overrides the operator's default."""
+    import json as _json
+    from cds_service.tools.cli import SAMPLES
+    body = _json.loads((SAMPLES / "pacemaker-mri-contraindicated.json").read_text())
+    default = client.post("/cds-services/spine-imaging-order-select", json=body).get_json()
+    assert [a["type"] for a in default["cards"][0]["suggestions"][0]["actions"]] == ["update"]
+    body["extension"] = {"davinci-crd.configuration": {"alternative-delete-create": True}}
+    chosen = client.post("/cds-services/spine-imaging-order-select", json=body).get_json()
+    assert [a["type"] for a in chosen["cards"][0]["suggestions"][0]["actions"]] == ["delete", "create"]

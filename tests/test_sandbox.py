@@ -196,8 +196,13 @@ def test_lumbar_ct_when_mri_would_do_is_rated_not_appropriate_with_mri_suggested
     decision = assert_card_contract(card)
     assert decision["outcome"] == "alternative" and card["suggestions"]
     assert_rating(response, decision, body["context"]["draftOrders"]["entry"][0]["resource"])
-    created = [a["resource"] for s in card["suggestions"] for a in s["actions"] if a["type"] == "create"]
-    assert any(c["code"]["coding"][0]["code"] in ("72148", "72149", "72158") for c in created), created
+    draft = body["context"]["draftOrders"]["entry"][0]["resource"]
+    [update] = [a for s in card["suggestions"] for a in s["actions"]]   # what the PAMA screen applies: one update
+    assert update["type"] == "update" and update["resource"]["id"] == draft["id"]
+    assert update["resource"]["code"]["coding"][0]["code"] in ("72148", "72149", "72158"), update
+    ratings = [e["valueCodeableConcept"]["coding"][0]["code"] for e in update["resource"]["extension"]
+               if e["url"] == "http://fhir.org/argonaut/Extension/pama-rating"]
+    assert ratings == ["appropriate"]   # the screen reads the rating from the updated resource
 
 
 def test_the_mr_angiography_the_sandbox_also_offers_is_not_ours(sandbox):

@@ -5,16 +5,15 @@ same ids (feedback and "don't nag twice" can rely on them) without a random sour
 """
 from __future__ import annotations
 
-import uuid
-
 from cds_service.cards import card_text as text
+from cds_service.cards.ids import stable_uuid
+from cds_service.cards.pama import rated
 from cds_service.cards import questionnaires
 from cds_service.engine.decision import ALTERNATIVE, APPROVE, DOCUMENTATION, INCOMPLETE, NO_POLICY, Decision
 from cds_service.engine.evaluation import missing_items
 
 CARD_TYPES = "http://terminology.hl7.org/CodeSystem/cdshooks-card-type"
 OVERRIDE_SYSTEM = "https://spine-cds.example.org/fhir/CodeSystem/override-reason"
-NAMESPACE = uuid.UUID("8a3c7d0e-4f1b-5c2d-9e6f-0a1b2c3d4e5f")
 TOPICS = {
     APPROVE: ("appropriate-use", "Appropriate use"),
     ALTERNATIVE: ("therapy-alternatives-opt", "Alternative study"),
@@ -36,16 +35,15 @@ REASONS_FOR = {
 }
 
 
-def stable_uuid(*parts: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
-
-
-def card_for(decision: Decision, hook_instance: str, base_url: str = "") -> dict:
+def card_for(decision: Decision, hook_instance: str, base_url: str = "", delete_create: bool = False) -> dict:
     """The one decision card for an order.  ``base_url`` (absolute, the service's public root) is
-    needed only for the documentation card's questionnaire link; without it there is no link."""
-    builder = {APPROVE: _approve, ALTERNATIVE: _alternative, DOCUMENTATION: _documentation, NO_POLICY: _no_policy,
-               INCOMPLETE: _incomplete}
-    card = builder[decision.outcome](decision, hook_instance, base_url)
+    needed only for the documentation card's questionnaire link; without it there is no link.
+    ``delete_create``: propose an alternative as delete + create rather than one update."""
+    if decision.outcome == ALTERNATIVE:
+        card = _alternative(decision, hook_instance, delete_create)
+    else:
+        builder = {APPROVE: _approve, DOCUMENTATION: _documentation, NO_POLICY: _no_policy, INCOMPLETE: _incomplete}
+        card = builder[decision.outcome](decision, hook_instance, base_url)
     code, display = TOPICS[decision.outcome]
     card["uuid"] = stable_uuid(hook_instance, decision.order.reference, "card")
     card["source"] = {"label": decision.route.payer or decision.route.program.name,   # CRD: the insurer the patient knows
@@ -88,23 +86,35 @@ def _approve(d: Decision, _hook: str, _base_url: str) -> dict:
     return {"summary": text.approve_summary(d), "indicator": "info", "detail": "\n".join(lines)}
 
 
-def _alternative(d: Decision, hook_instance: str, _base_url: str) -> dict:
+def _alternative(d: Decision, hook_instance: str, delete_create: bool) -> dict:
     rule, study = d.alternative.rule, d.alternative_study
     lines = [f"**{rule.label}.** {rule.reason.rstrip('.')}.", "", f"> {text.cite(rule)}", "",
              *text.evidence_lines(d.alternative.result), "", text.program_note(d)]
+    if delete_create:
+        actions = [{"type": "delete", "description": f"Remove the draft order for {d.order.study.display}",
+                    "resourceId": d.order.reference},
+                   {"type": "create", "description": f"Order {study.display}",
+                    "resource": replacement_order(d.order.resource, study, hook_instance)}]
+    else:   # one update of the draft (CRD "Propose Alternate Request"): what the sandbox's PAMA screen applies
+        actions = [{"type": "update", "description": f"Change the draft order to {study.display}",
+                    "resource": switched_order(d, study, hook_instance)}]
     suggestion = {
         "label": f"Order {study.display} instead of {d.order.study.display}",
         "uuid": stable_uuid(hook_instance, d.order.reference, "suggestion", study.cpt),
         "isRecommended": True,
-        "actions": [
-            {"type": "delete", "description": f"Remove the draft order for {d.order.study.display}",
-             "resourceId": d.order.reference},
-            {"type": "create", "description": f"Order {study.display}",
-             "resource": replacement_order(d.order.resource, study, hook_instance)},
-        ],
+        "actions": actions,
     }
     return {"summary": text.alternative_summary(d), "indicator": "warning", "detail": "\n".join(lines),
             "selectionBehavior": "at-most-one", "suggestions": [suggestion]}
+
+
+def switched_order(d: Decision, study, hook_instance: str) -> dict:
+    """The draft order itself (same id, reasons, everything) with the alternative's CPT code; where
+    no Coverage is in play (PAMA), rated appropriate for the study it now names."""
+    order = dict(d.order.resource)   # a new top level: the draft is never mutated
+    order["code"] = {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": study.cpt, "display": study.display}],
+                     "text": study.display}
+    return order if d.route.coverage is not None else rated(order, "appropriate", hook_instance, f"{d.order.reference}|{study.cpt}")
 
 
 def replacement_order(draft: dict, study, hook_instance: str) -> dict:

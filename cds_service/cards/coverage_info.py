@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date
 
 from cds_service.cards import questionnaires
-from cds_service.cards.card import stable_uuid
+from cds_service.cards.ids import stable_uuid
 from cds_service.engine.decision import ALTERNATIVE, APPROVE, INCOMPLETE, NO_POLICY, Decision
 
 EXT = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"

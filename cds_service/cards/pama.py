@@ -9,7 +9,7 @@ CRD coverage information instead; the two never mix.
 from __future__ import annotations
 
 
-from cds_service.cards.card import stable_uuid
+from cds_service.cards.ids import stable_uuid
 from cds_service.engine.decision import ALTERNATIVE, APPROVE, NO_POLICY, Decision
 
 RATING_URL = "http://fhir.org/argonaut/Extension/pama-rating"
@@ -23,12 +23,18 @@ def pama_action(decision: Decision, hook_instance: str) -> dict | None:
     rating = RATINGS.get(decision.outcome)
     if rating is None or decision.route.coverage is not None:
         return None
-    order = dict(decision.order.resource)  # a new top level: only its extension list is replaced, never mutated
+    order = rated(dict(decision.order.resource), rating, hook_instance, decision.order.reference)
+    return {"type": "update", "description": f"Appropriateness rating ({rating}) for {decision.order.study.display}",
+            "resource": order}
+
+
+def rated(order: dict, rating: str, hook_instance: str, reference: str) -> dict:
+    """``order`` (a copy the caller owns) with its pama-rating extensions replaced by ``rating``."""
     existing = order.get("extension") if isinstance(order.get("extension"), list) else []
     order["extension"] = [e for e in existing if isinstance(e, dict) and e.get("url") not in (RATING_URL, CONSULT_ID_URL)]
     order["extension"] += [
         {"url": RATING_URL, "valueCodeableConcept": {"coding": [{"system": RATING_SYSTEM, "code": rating}]}},
-        {"url": CONSULT_ID_URL, "valueUri": f"urn:uuid:{stable_uuid(hook_instance, decision.order.reference, 'pama')}"},
+        {"url": CONSULT_ID_URL, "valueUri": f"urn:uuid:{stable_uuid(hook_instance, reference, 'pama')}"},
     ]
-    return {"type": "update", "description": f"Appropriateness rating ({rating}) for {decision.order.study.display}",
-            "resource": order}
+    return order
+

@@ -16,6 +16,10 @@ CONFIGURATION_OPTIONS = [
     {"code": "guideline", "type": "boolean", "name": "Documentation cards",
      "description": "Cards listing what the record lacks for the guideline, and cards saying no guideline applies.",
      "default": True},
+    {"code": "alternative-delete-create", "type": "boolean", "name": "Alternatives as delete + create",
+     "description": "Propose an alternative study as delete + create of the draft order instead of one update "
+                    "of it (default: the service's SPINE_CDS_ALTERNATIVE_DELETE_CREATE setting, off).",
+     "default": False},
     {"code": "max-cards", "type": "integer", "name": "Maximum cards",
      "description": "Return at most this many cards (one per decided order, in order of the draft orders).",
      "default": 10},
@@ -48,9 +52,10 @@ def discovery_document() -> dict:
     return {"services": services}
 
 
-def configuration(extension: dict) -> dict:
-    """The request's ``davinci-crd.configuration`` merged over our defaults; unknown codes ignored."""
-    values = {option["code"]: option["default"] for option in CONFIGURATION_OPTIONS}
+def configuration(extension: dict, defaults: dict | None = None) -> dict:
+    """The request's ``davinci-crd.configuration`` merged over our defaults (and the operator's,
+    ``defaults``); unknown codes ignored."""
+    values = {option["code"]: option["default"] for option in CONFIGURATION_OPTIONS} | (defaults or {})
     requested = extension.get("davinci-crd.configuration") if isinstance(extension, dict) else None
     if isinstance(requested, dict):
         for option in CONFIGURATION_OPTIONS:

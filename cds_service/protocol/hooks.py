@@ -58,15 +58,17 @@ def _approving_programs(facts: Facts, route: Route, registry: Registry) -> tuple
 
 
 def respond(hook: HookRequest, record: PatientRecord, registry: Registry, default_program: str,
-            today: date, compare_programs: bool = False, base_url: str = "") -> tuple[dict, list[Decision]]:
+            today: date, compare_programs: bool = False, base_url: str = "",
+            delete_create: bool = False) -> tuple[dict, list[Decision]]:
     """The CDS Hooks response body and the decisions behind it (one card per decision).
 
     ``base_url`` (where this service is reachable) makes the documentation card's form link
     absolute; without it the link is left out.
     """
     decisions = decide_orders(hook, record, registry, default_program, today, compare_programs)
-    config = configuration(hook.extension)
-    cards = [_with_comparison(card_for(d, hook.hook_instance, base_url), d) for d in decisions]
+    config = configuration(hook.extension, {"alternative-delete-create": delete_create})
+    delete_create = config["alternative-delete-create"]
+    cards = [_with_comparison(card_for(d, hook.hook_instance, base_url, delete_create), d) for d in decisions]
     cards = [c for c in cards if config.get(c["source"]["topic"]["code"], True)]
     response: dict = {"cards": cards[: config["max-cards"]]}
     actions = [a for d in decisions if (a := coverage_action(d, hook.hook, hook.hook_instance, today))]

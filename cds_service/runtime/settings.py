@@ -199,6 +199,10 @@ class Settings:
         "SPINE_CDS_TODAY", "", _iso_date,
         "Evaluation date (YYYY-MM-DD) instead of the real date — for demos, tests and replaying past calls; empty: today.",
     )
+    alternative_delete_create: bool = setting(
+        "SPINE_CDS_ALTERNATIVE_DELETE_CREATE", "off", _on_off,
+        "on: an alternative study is proposed as delete + create of the draft order; off (default): as one update of the draft (same id, the alternative's CPT code), which the CDS Hooks sandbox applies. An EHR can choose per call with the CRD configuration option alternative-delete-create.",
+    )
     compare_programs: bool = setting(
         "SPINE_CDS_COMPARE_PROGRAMS", "on", _on_off,
         "on: each card's detail also names the other programs whose criteria the same order meets on the same record.",
