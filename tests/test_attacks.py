@@ -239,3 +239,28 @@ def _get_json(url: str) -> tuple[int, dict]:
             return response.status, json.load(response)
     except urllib.error.HTTPError as exc:
         return exc.code, json.load(exc)
+
+
+def test_a_second_server_on_a_taken_port_refuses_to_start(served, tmp_path):
+    """Finding 13: SO_REUSEPORT let a second ``spine-cds serve`` (say, auth off) share the port of
+    the first (auth on) and take every other call; a port held by another program was never
+    reported.  Now both refuse to start, with one clear line."""
+    import subprocess
+    import sys
+    first = served(workers=2, SPINE_CDS_AUTH="on")
+    first.wait_until("/health answers", lambda: _health(first.url) == 200)
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen(1)
+    try:
+        for port in (first.port, other.getsockname()[1]):
+            second = subprocess.run([sys.executable, "-m", "cds_service.tools.cli", "serve", "--port", str(port), "--workers", "1"],
+                                    env={**__import__("os").environ, "SPINE_CDS_AUTH": "off",
+                                         "SPINE_CDS_DATABASE": str(tmp_path / f"second-{port}.sqlite3")},
+                                    capture_output=True, text=True, timeout=120)
+            assert second.returncode == 2, second.stderr[-2000:]
+            assert f"port {port} on 127.0.0.1 is already in use" in second.stderr
+            assert "discovery at" not in second.stdout
+        assert _health(first.url) == 200
+    finally:
+        other.close()

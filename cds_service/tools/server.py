@@ -21,6 +21,7 @@ import glob
 import logging
 import os
 import shutil
+import socket
 import tempfile
 
 from gunicorn.app.base import BaseApplication
@@ -77,6 +78,7 @@ def run(host: str, port: int, workers: int) -> None:
     from cds_service.runtime.settings import load_settings
     logconfig = gunicorn_logconfig(load_settings().log_format)
     dictConfig(logconfig)   # this process logs like the workers from now on (no line twice)
+    ensure_port_free(host, port)
     prepare_metrics_dir()
     try:
         close_app(create_app())
@@ -88,6 +90,29 @@ def run(host: str, port: int, workers: int) -> None:
                    "worker_exit": worker_exit, "child_exit": child_exit, "on_exit": on_exit}).run()
     finally:
         remove_metrics_dirs()   # also when gunicorn could not start (on_exit is not called then)
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Refuse to start on a port something already listens on.
+
+    The workers bind with SO_REUSEPORT (each its own socket), and the kernel would let a second
+    ``spine-cds serve`` — say one with authentication off — share the port and take every other
+    call; a port held by another program would leave gunicorn restarting workers forever.  A
+    plain bind (no SO_REUSEPORT) fails on any listener, ours or not, so it is tried first.
+    """
+    from cds_service.errors import CdsConfigError
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise CdsConfigError(f"cannot listen on {host}:{port}: {exc}; check --host.") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # a port in TIME_WAIT is free
+        try:
+            probe.bind(address)
+        except OSError:
+            raise CdsConfigError(f"port {port} on {host} is already in use (another spine-cds serve or another "
+                                 f"program); stop it, or choose another port with --port.") from None
 
 
 def prepare_metrics_dir() -> str:
