@@ -264,3 +264,24 @@ def test_a_second_server_on_a_taken_port_refuses_to_start(served, tmp_path):
         assert _health(first.url) == 200
     finally:
         other.close()
+
+
+def test_codings_a_client_makes_up_cannot_grow_a_worker(registry):
+    """Finding 6: the tagging memo and the code-normalisation cache were capped by entry count, so
+    30 requests with 900 distinct long codings took a worker from 64 MB to 806 MB.  Now long
+    codings are looked up but never memoised, and the memo has a budget in characters."""
+    from cds_service.engine import tagging, terminology
+    from cds_service.engine.tagging import Tagger
+    tagger = Tagger(registry.terminology, registry.catalog, registry.regions)
+    before = terminology._normalise.cache_info().currsize
+    for n in range(3000):
+        long_code = f"{n}-" + "x" * 4000
+        assert tagger.tags({"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": long_code,
+                                         "display": "y" * 4000}]}) is None
+    assert tagger._memo == {} and tagger._chars == 0
+    assert terminology._normalise.cache_info().currsize == before
+    for n in range(60_000):   # many short made-up codes: memoised only within the character budget
+        tagger.tags({"coding": [{"system": "urn:x", "code": f"{n:06d}" * 20, "display": "z" * 300}]})
+    assert tagger._chars <= tagging.MEMO_CHARS and len(tagger._memo) < 60_000
+    real = {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "M54.16"}]}
+    assert "icd10-sct-lumbar-radiculopathy" in tagger.tags(real)[0]   # lookups still answer

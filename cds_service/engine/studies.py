@@ -55,7 +55,7 @@ class StudyCatalog:
         words = set()
         for text in texts:
             if isinstance(text, str):
-                words.update(_words(text))
+                words.update(_words(text) if len(text) <= 256 else _words.__wrapped__(text))   # long: not cached
         modalities = {prior["dicom_modalities"][c] for c in modality_codes if c in prior["dicom_modalities"]}
         modalities |= {prior["modality_words"][w] for w in words if w in prior["modality_words"]}
         regions = {prior["region_words"][w] for w in words if w in prior["region_words"]}

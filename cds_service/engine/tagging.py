@@ -16,6 +16,9 @@ from cds_service.engine.terminology import Terminology
 from cds_service.model import Study
 
 EMPTY: frozenset[str] = frozenset()
+MAX_KEY_CHARS = 512        # a coding longer than this (system + code + display) is looked up, never memoised
+MEMO_CHARS = 8 << 20       # the memo's budget in characters of its keys
+ENTRY_OVERHEAD = 200       # about what a dict entry and its tuple cost besides the strings
 Tags = tuple[frozenset[str], "Study | None", frozenset[str]]   # (value sets, study, regions)
 NOTHING: Tags = (EMPTY, None, EMPTY)
 
@@ -27,6 +30,7 @@ class Tagger:
                  limit: int = 1 << 16):
         self.terminology, self.catalog, self.regions, self._limit = terminology, catalog, regions, limit
         self._memo: dict[tuple, Tags] = {}
+        self._chars = 0
 
     def tags(self, *concepts: object) -> Tags | None:
         """The union of the value sets and of the regions of every coding of ``concepts``
@@ -56,9 +60,13 @@ class Tagger:
         return (valuesets, study, regions) if valuesets or study is not None or regions else None
 
     def _remember(self, key: tuple) -> Tags:
+        """Look up and memoise, within a budget of characters as well as of entries: a request
+        full of distinct long codings must not grow a worker (the memo lives as long as it)."""
         found = self._lookup(*key)
-        if len(self._memo) < self._limit:
+        size = sum(len(part) for part in key if isinstance(part, str)) + ENTRY_OVERHEAD
+        if len(self._memo) < self._limit and size <= MAX_KEY_CHARS and self._chars + size <= MEMO_CHARS:
             self._memo[key] = found
+            self._chars += size
         return found
 
     def _lookup(self, system: object, code: object, display: object) -> Tags:

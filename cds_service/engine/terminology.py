@@ -35,6 +35,8 @@ def normalise(system: str | None, code: str | None) -> tuple[str, str] | None:
     """The canonical (system, code) key, or None when either part is missing."""
     if not isinstance(system, str) or not isinstance(code, str):
         return None
+    if len(system) + len(code) > 256:   # no real system and code is this long: never cached
+        return _normalise.__wrapped__(system, code)
     return _normalise(system, code)
 
 
