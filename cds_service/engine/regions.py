@@ -56,14 +56,6 @@ def concerns(item_regions: frozenset[str], ordered_region: str) -> bool:
     return not item_regions or ordered_region == WHOLE_SPINE or ordered_region in item_regions
 
 
-def wanted_regions(node: dict, ordered_region: str, default: object = None) -> frozenset[str] | None:
-    """The regions a leaf's ``regions`` parameter asks for ("ordered" = the order's), or None."""
-    regions = node.get("regions", default)
-    if regions is None:
-        return None
-    return frozenset({ordered_region}) if regions == "ordered" else frozenset(regions)
-
-
 def load_regions(path: Path) -> RegionIndex:
     try:
         return RegionIndex(json.loads(Path(path).read_text(encoding="utf-8")))

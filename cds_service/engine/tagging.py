@@ -11,7 +11,7 @@ miss only.  The memo is bounded, so hostile input cannot grow it without limit.
 from __future__ import annotations
 
 from cds_service.engine.regions import RegionIndex
-from cds_service.engine.studies import StudyCatalog
+from cds_service.engine.studies import DECIDED_REGIONS, StudyCatalog
 from cds_service.engine.terminology import Terminology
 from cds_service.model import Study
 
@@ -80,7 +80,7 @@ class Tagger:
             return EMPTY
         found = self.regions.of_code(system if isinstance(system, str) else None, code if isinstance(code, str) else None)
         found |= self.regions.of_valuesets(valuesets)
-        if study is not None and study.region in ("cervical", "thoracic", "lumbar"):
+        if study is not None and study.region in DECIDED_REGIONS:
             found |= {study.region}
         return frozenset(found)
 

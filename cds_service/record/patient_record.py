@@ -42,6 +42,7 @@ from urllib.parse import unquote
 import requests
 
 from cds_service.record.cache import CacheKey, PatientDataCache, make_cache
+from cds_service.engine.routing import local_reference
 from cds_service.errors import CdsBadRequest, CdsPreconditionFailed, FhirUnavailable
 from cds_service.record.fhir_client import FhirClient, SearchResult, check_fhir_server_allowed, normalise_base
 from cds_service.model import FHIR_ID, HookRequest, PatientRecord
@@ -324,7 +325,7 @@ def payers_not_in(resources: tuple[dict, ...]) -> list[str]:
         for payor in coverage.get("payor") if isinstance(coverage.get("payor"), list) else []:
             reference = payor.get("reference") if isinstance(payor, dict) else None
             if isinstance(reference, str):
-                local = "/".join(reference.split("/_history/")[0].rstrip("/").split("/")[-2:])
+                local = local_reference(reference)
                 if local.startswith("Organization/") and FHIR_ID.fullmatch(local[13:]) and local not in present:
                     wanted.append(local)
     return list(dict.fromkeys(wanted))

@@ -72,8 +72,7 @@ def run(host: str, port: int, workers: int) -> None:
     """
     from logging.config import dictConfig
 
-    from cds_service import close_app
-    from cds_service import create_app
+    from cds_service import close_app, create_app
     from cds_service.runtime.logs import gunicorn_logconfig
     from cds_service.runtime.settings import load_settings
     logconfig = gunicorn_logconfig(load_settings().log_format)
