@@ -15,6 +15,7 @@ from cds_service.protocol.error_handlers import register_error_handlers
 from cds_service.protocol.request_log import init_request_logging
 from cds_service.runtime.logs import configure_logging
 from cds_service.record.patient_record import RecordGatherer
+from cds_service.engine.narrative.reader import MentionCache
 from cds_service.engine.registry import Registry, load_registry
 from cds_service.store.repeats import ShownDecisions
 from cds_service.runtime.settings import Settings, load_settings
@@ -34,6 +35,7 @@ class AppState:
     store: Store
     session: requests.Session
     shown: ShownDecisions
+    mentions: MentionCache | None = None    # narrative mentions by note content hash, shared by the workers
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

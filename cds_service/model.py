@@ -18,6 +18,7 @@ SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 NUCC = "http://nucc.org/provider-taxonomy"   # clinician specialties (PractitionerRole.specialty)
+NARRATIVE = "Narrative"   # ClinicalItem.resource_type of a mention read in text (engine/narrative)
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")   # the FHIR R4 id datatype
 
 
@@ -106,7 +107,8 @@ class ClinicalItem(NamedTuple):
     regions: frozenset[str] = frozenset()   # spine regions its codes (or its reason) name; empty = any
     suspected: bool = False             # a provisional or differential diagnosis, not a confirmed one
     dated_by: str | None = None         # where ``when`` came from when that matters: "recorded" (no onset
-                                        # on record), or the Condition that dates an order's reason
+                                        # on record), "note", or the Condition that dates an order's reason
+    quote: str | None = None            # read in text: the sentence quoted (``ref`` has a #char= range)
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ def test_templates_are_cds_hooks_2_0_and_cover_the_keys():
     assert set(PREFETCH) == set(KEY_TYPES) == {
         "patient", "coverage", "conditions", "observations", "procedures", "imagingStudies",
         "medicationRequests", "medicationStatements", "devices", "diagnosticReports", "serviceRequests",
-        "questionnaireResponses", "userRole"}
+        "questionnaireResponses", "userRole", "documentReferences"}
     assert REQUIRED_KEYS == {"patient", "conditions", "procedures", "medicationRequests",
                              "observations", "imagingStudies"}
     assert PREFETCH["patient"] == "Patient/{{context.patientId}}"

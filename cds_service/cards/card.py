@@ -66,6 +66,8 @@ def decision_extension(d: Decision) -> dict:
         ext["alternative"] = {"id": d.alternative.rule.id, "cpt": d.alternative_study.cpt}
     if d.data_gaps:
         ext["dataGaps"] = list(d.data_gaps)
+    if d.unread:
+        ext["notRead"] = list(d.unread)   # notes and attachments the narrative reader could not read, and why
     if d.outcome == DOCUMENTATION and d.indication:
         ext["missing"] = [m.text() for m in _missing(d)]
         if d.indication.result.met_on and not d.blocking_gates:

@@ -140,4 +140,5 @@ def program_note(d: Decision) -> str:
     if d.guideline:
         note += f". Guideline: {d.guideline.title}" + (f", {d.guideline.version}" if d.guideline.version else "")
     gaps = f"\n\nCould not read from the EHR: {', '.join(d.data_gaps)} — criteria from these are shown as unknown." if d.data_gaps else ""
-    return note + "." + gaps
+    unread = "\n\nNot read by spine-cds (check them yourself):\n" + "\n".join(f"- {line}" for line in d.unread) if d.unread else ""
+    return note + "." + gaps + unread

@@ -14,12 +14,13 @@ from datetime import date, timedelta
 from cds_service.engine import courses, trends, units
 from cds_service.engine.attestation import ATTESTATION_WINDOW_DAYS, ATTESTED, DENIED, link_id
 from cds_service.engine.fhir_dates import human_date
+from cds_service.engine.narrative.lexicon import NOTED
 from cds_service.engine.regions import WHOLE_SPINE
-from cds_service.model import ClinicalItem, Facts, Result, Status
+from cds_service.model import NARRATIVE, ClinicalItem, Facts, Result, Status
 
 COMPARISONS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
 ITEM_TYPES = {
-    "finding": ("Condition", "ServiceRequest", "Observation", "DiagnosticReport", "Device"),
+    "finding": ("Condition", "ServiceRequest", "Observation", "DiagnosticReport", "Device", NARRATIVE),
     "observation": ("Observation",),
     "procedure": ("Procedure",),
     "medication": ("MedicationRequest", "MedicationStatement"),
@@ -74,7 +75,7 @@ def _describe(items: list[ClinicalItem]) -> str:
     parts = []
     for item in items[:3]:
         text = item.display if item.display != item.ref else "on record"
-        parts.append(f"{text}, {human_date(item.when)}" if item.when else text)
+        parts.append(f"{text}, {human_date(item.when)}" if item.when and not item.quote else text)
     return "; ".join(dict.fromkeys(parts))
 
 
@@ -100,8 +101,18 @@ def _region_of(node: dict, facts: Facts) -> str | None:
 
 def finding(node: dict, facts: Facts) -> Result:
     """A problem, symptom, exam or report finding, or a device — current, confirmed (unless the
-    leaf accepts suspected), about the ordered region, and as old or as new as the leaf asks."""
+    leaf accepts suspected), about the ordered region, and as old or as new as the leaf asks.
+
+    Mentions read in notes can make it met, never not-met or unknown-with-a-reason: when they do
+    not make it met, the leaf is decided on the coded record alone."""
     items = _coded(node, facts, "finding")
+    result = _finding(node, facts, items)
+    if result.status is not Status.MET and any(i.quote for i in items):
+        return _finding(node, facts, [i for i in items if not i.quote])
+    return result
+
+
+def _finding(node: dict, facts: Facts, items: list[ClinicalItem]) -> Result:
     if not node.get("include_suspected"):
         items = [i for i in items if not i.suspected]
     if node.get("active_only") or "onset_min_days" in node or "onset_max_days" in node:
@@ -136,6 +147,8 @@ def _onset(node: dict, facts: Facts, items: list[ClinicalItem]) -> Result:
 
 def _describe_onset(items: list[ClinicalItem]) -> str:
     item = min(items, key=lambda i: i.when)
+    if item.quote:
+        return f"{item.display} (began about {human_date(item.when)})" if item.when else item.display
     text = item.display if item.display != item.ref else "on record"
     how = "recorded" if item.dated_by == "recorded" else "since"
     note = " (the date it was recorded: no onset date on record)" if item.dated_by == "recorded" else ""
@@ -243,8 +256,23 @@ def documented(node: dict, facts: Facts) -> Result:
     window = node.get("within_days", ATTESTATION_WINDOW_DAYS)
     answers = [i for vs in (ATTESTED + key, DENIED + key) for i in facts.by_valueset.get(vs, ())
                if i.resource_type == "QuestionnaireResponse"]
+    noted = [i for i in facts.by_valueset.get(NOTED + key, ()) if in_window(i, facts, window) is True]
+    result = _attested(node, facts, answers, window)
+    if noted and result.status is not Status.NOT_MET and result.status is not Status.MET:
+        latest = max(noted, key=lambda i: i.when)
+        return Result(Status.MET, node["label"], _refs([latest]), detail=f"found in the {_lower(latest.display)}")
+    return result
+
+
+def _lower(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _attested(node: dict, facts: Facts, answers: list[ClinicalItem], window: int) -> Result:
+    """The verdict of the clinician's attestations alone."""
     if not answers:
         return _absent(node, "answer it in the linked form, or in the notes")
+    key = link_id(node["label"])
     timely = [i for i in answers if in_window(i, facts, window) is True]
     last_yes = max((i.when for i in timely if ATTESTED + key in i.valuesets), default=None)
     last_no = max((i.when for i in timely if DENIED + key in i.valuesets), default=None)
@@ -279,7 +307,7 @@ def tags_read(node: dict) -> frozenset[str] | None:
         return frozenset(vs for component in node["components"] for vs in component["valuesets"])
     if kind == "documented":
         key = link_id(node["label"])
-        return frozenset({ATTESTED + key, DENIED + key})
+        return frozenset({ATTESTED + key, DENIED + key, NOTED + key})
     return None
 
 

@@ -42,6 +42,7 @@ class Decision:
     nearest: tuple[RuleResult, ...] = ()          # ranked candidates for the documentation card
     data_gaps: tuple[str, ...] = ()               # prefetch keys that could not be read
     also_approved_by: tuple[str, ...] = ()        # other programs whose guideline approves the order
+    unread: tuple[str, ...] = ()                  # notes and attachments not read, and why (engine/narrative)
 
     @property
     def indication_id(self) -> str | None:

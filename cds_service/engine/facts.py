@@ -32,8 +32,9 @@ DEVICE_GONE = frozenset({"inactive", "entered-in-error"})
 
 
 def extract_facts(record: PatientRecord, order: SpineOrder, other_orders: tuple[SpineOrder, ...],
-                  tagger: Tagger, today: date) -> Facts:
-    """Build :class:`Facts` for deciding ``order`` as of ``today``."""
+                  tagger: Tagger, today: date, notes: tuple[ClinicalItem, ...] = ()) -> Facts:
+    """Build :class:`Facts` for deciding ``order`` as of ``today``; ``notes`` are the items read
+    in the record's narrative (engine/narrative), the same for every order of the call."""
     birth = parse_date(record.patient.get("birthDate")) if isinstance(record.patient, dict) else None
     reader = _Reader(record, tagger, birth, today)
     draft_refs = {order.reference, *(o.reference for o in other_orders)}
@@ -41,7 +42,7 @@ def extract_facts(record: PatientRecord, order: SpineOrder, other_orders: tuple[
     for extractor in reader.extractors():
         items.extend(i for i in extractor() if i.ref not in draft_refs)
     reasons = reader.order_reasons(order, [i for i in items if i.resource_type == "Condition"])
-    return Facts(today=today, birth_date=birth, items=(*reasons, *items), order=order,
+    return Facts(today=today, birth_date=birth, items=(*reasons, *items, *notes), order=order,
                  other_orders=tuple(other_orders))
 
 

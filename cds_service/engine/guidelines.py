@@ -33,7 +33,7 @@ KINDS: dict[str, tuple[frozenset, frozenset]] = {
     "requester": (frozenset({"valueset"}), frozenset()),
 }
 COMBINATORS = ("all", "any", "not", "ref")
-SHARED_TABLES = ("programs", "studies", "regions")   # mappings/*.json that are not guidelines
+SHARED_TABLES = ("programs", "studies", "regions", "narrative")   # mappings/*.json that are not guidelines
 REGIONS = frozenset({"cervical", "thoracic", "lumbar", "spine"})   # what a leaf's "regions" may list (or "ordered")
 DAY_PARAMS = ("within_days", "onset_min_days", "onset_max_days")
 
@@ -78,6 +78,21 @@ class Guideline:
 
     def applies_to(self, study: Study) -> bool:
         return study.modality in self.modalities and study.region in self.regions
+
+    def documented_labels(self) -> set[str]:
+        """The label of every ``documented`` leaf (the narrative lexicon answers them by label)."""
+        found: set[str] = set()
+        roots = [*self.definitions.values(), *(r.criteria for r in (*self.indications, *self.gates, *self.alternatives)),
+                 *(r.applies_if for r in self.gates if r.applies_if)]
+        while roots:
+            node = roots.pop()
+            if isinstance(node, dict):
+                if node.get("kind") == "documented":
+                    found.add(node["label"])
+                roots.extend(node.values())
+            elif isinstance(node, list):
+                roots.extend(node)
+        return found
 
 
 def load_guidelines(folder: Path, terminology: Terminology) -> dict[str, Guideline]:

@@ -13,6 +13,8 @@ from cds_service.cards.coverage_info import coverage_action
 from cds_service.engine.decision import APPROVE, Decision, approves, decide, guideline_for
 from cds_service.protocol.discovery import configuration
 from cds_service.engine.facts import extract_facts
+from cds_service.engine.narrative.reader import MentionCache, Narrative
+from cds_service.engine.narrative.texts import Limits
 from cds_service.model import Facts, HookRequest, PatientRecord, SpineOrder
 from cds_service.cards.pama import pama_action
 from cds_service.record.prefetch import NOT_A_DATA_GAP
@@ -29,16 +31,25 @@ def orders_in_scope(hook: HookRequest, registry: Registry) -> tuple[list[SpineOr
 
 
 def decide_orders(hook: HookRequest, record: PatientRecord, registry: Registry,
-                  default_program: str, today: date, compare_programs: bool = False) -> list[Decision]:
-    """One decision per in-scope spine order (and, if asked, which other programs would approve it)."""
+                  default_program: str, today: date, compare_programs: bool = False,
+                  notes: Limits | None = Limits(), mention_cache: MentionCache | None = None) -> list[Decision]:
+    """One decision per in-scope spine order (and, if asked, which other programs would approve it).
+
+    The narrative is read once per call, within ``notes`` (None: not read at all), with mentions
+    kept in ``mention_cache`` between calls."""
     in_scope, every = orders_in_scope(hook, registry)
+    if not in_scope:
+        return []
     route = registry.routing.route(record, default_program)
     gaps = tuple(sorted(k for k, v in record.sources.items() if v == "failed" and k not in NOT_A_DATA_GAP))
+    narrative = (registry.narrative.read(record, hook.draft_orders, today, notes, mention_cache)
+                 if registry.narrative is not None and notes is not None else Narrative())
     decisions = []
     for order in in_scope:
         others = tuple(o for o in every if o.reference != order.reference)
-        facts = extract_facts(record, order, others, registry.tagger, today)
+        facts = extract_facts(record, order, others, registry.tagger, today, narrative.items)
         decision = decide(facts, route, guideline_for(order, route, registry.guidelines), registry.catalog, gaps)
+        decision = replace(decision, unread=narrative.unread)
         if compare_programs:
             decision = replace(decision, also_approved_by=_approving_programs(facts, route, registry))
         decisions.append(decision)
@@ -59,13 +70,14 @@ def _approving_programs(facts: Facts, route: Route, registry: Registry) -> tuple
 
 def respond(hook: HookRequest, record: PatientRecord, registry: Registry, default_program: str,
             today: date, compare_programs: bool = False, base_url: str = "",
-            delete_create: bool = False) -> tuple[dict, list[Decision]]:
+            delete_create: bool = False, notes: Limits | None = Limits(),
+            mention_cache: MentionCache | None = None) -> tuple[dict, list[Decision]]:
     """The CDS Hooks response body and the decisions behind it (one card per decision).
 
     ``base_url`` (where this service is reachable) makes the documentation card's form link
     absolute; without it the link is left out.
     """
-    decisions = decide_orders(hook, record, registry, default_program, today, compare_programs)
+    decisions = decide_orders(hook, record, registry, default_program, today, compare_programs, notes, mention_cache)
     config = configuration(hook.extension, {"alternative-delete-create": delete_create})
     delete_create = config["alternative-delete-create"]
     cards = [_with_comparison(card_for(d, hook.hook_instance, base_url, delete_create), d) for d in decisions]

@@ -75,7 +75,8 @@ def _decide(body: object, hook_name: str):
     response, decisions = respond(hook, record, st.registry, st.settings.default_program, _today(),
                                   compare_programs=st.settings.compare_programs,
                                   base_url=base_url_for(st.settings.public_base_url, request.url_root),
-                                  delete_create=st.settings.alternative_delete_create)
+                                  delete_create=st.settings.alternative_delete_create,
+                                  notes=st.settings.note_limits, mention_cache=st.mentions)
     metrics_of(current_app).record_decisions(hook.hook, record.sources, decisions)
     response, shown = drop_repeats(hook, response, decisions, st.shown)
     return hook, response, decisions, shown

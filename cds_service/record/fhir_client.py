@@ -85,11 +85,11 @@ class FhirClient:
         self._page_size = settings.fhir_page_size
         self._max_bytes = settings.max_request_bytes
 
-    def read(self, resource_type: str, resource_id: str) -> dict:
-        """``GET [base]/Type/id``; the answer must be that type."""
+    def read(self, resource_type: str, resource_id: str, limit: int | None = None) -> dict:
+        """``GET [base]/Type/id``; the answer must be that type, at most ``limit`` bytes."""
         url = f"{self.base_url}/{quote(resource_type, safe='')}/{quote(resource_id, safe='')}"
         what = f"{resource_type} read"
-        resource, _ = self._get_json(url, what, self._max_bytes)
+        resource, _ = self._get_json(url, what, limit or self._max_bytes)
         if resource.get("resourceType") != resource_type:
             raise FhirUnavailable(f"The FHIR server answered the {what} with something other "
                                   f"than a {resource_type}; check that fhirServer is an R4 FHIR base URL.")

@@ -41,6 +41,7 @@ from urllib.parse import unquote
 
 import requests
 
+from cds_service.record import attachments
 from cds_service.record.cache import CacheKey, PatientDataCache, make_cache
 from cds_service.engine.routing import local_reference
 from cds_service.errors import CdsBadRequest, CdsPreconditionFailed, FhirUnavailable
@@ -106,6 +107,7 @@ class RecordGatherer:
         if todo:
             data.update(self._fetch(hook, todo, started + self._settings.deadline_s))
         self._read_payers(hook, data, started + self._settings.deadline_s)
+        self._read_attachments(hook, data, started + self._settings.deadline_s)
         record = build_record(hook.patient_id, data)
         log.info("patient record in %.0f ms: sources=%s counts=%s",
                  (time.monotonic() - started) * 1000, record.sources,
@@ -157,6 +159,26 @@ class RecordGatherer:
             log.warning("payer Organization not read: %s", exc.message)
             return
         data["coverage"] = KeyData(coverage.resources + found, coverage.source)
+
+    def _read_attachments(self, hook: HookRequest, data: dict[str, KeyData], deadline: float) -> None:
+        """Inline note text kept as a Binary on the EHR's FHIR server (attachments.py)."""
+        owners = {key: data[key] for key in attachments.OWNERS if key in data and data[key].resources}
+        if not owners or not hook.fhir_server or not self._settings.notes:
+            return
+        base = normalise_base(hook.fhir_server)
+        if not any(True for key, k in owners.items() for _ in attachments.wanted(k.resources, key, base)):
+            return
+        try:
+            self._check_server(hook.fhir_server, deadline)
+        except (FhirUnavailable, CdsBadRequest) as exc:
+            log.warning("note attachments not read: %s", exc.message)
+            return
+        client = FhirClient(hook.fhir_server, hook.access_token, self._session, self._settings, deadline=deadline)
+        limit = self._settings.note_attachment_max_bytes * 4 // 3 + 4096   # base64 in a JSON Binary
+        read = lambda rid: client.read("Binary", rid, limit)  # noqa: E731
+        inlined = attachments.inline({k: v.resources for k, v in owners.items()}, base, read, self._executor, deadline)
+        for key, resources in inlined.items():
+            data[key] = KeyData(resources, data[key].source)
 
     def _check_server(self, url: str, deadline: float) -> None:
         """The SSRF guard resolves the host, and DNS has no timeout of its own: bound it too."""

@@ -31,6 +31,7 @@ PREFETCH: dict[str, str] = {
     "diagnosticReports": f"DiagnosticReport?patient={_PATIENT}",
     "serviceRequests": f"ServiceRequest?patient={_PATIENT}&_sort=-authored&_count=50",
     "questionnaireResponses": f"QuestionnaireResponse?patient={_PATIENT}&status=completed,amended",
+    "documentReferences": f"DocumentReference?patient={_PATIENT}&status=current&_sort=-date&_count=100",
     "userRole": "PractitionerRole/{{userPractitionerRoleId}}",
 }
 """Prefetch key -> FHIR query template, exactly as sent in discovery."""
@@ -53,16 +54,20 @@ KEY_TYPES: dict[str, tuple[str, ...]] = {
     "diagnosticReports": ("DiagnosticReport",),
     "serviceRequests": ("ServiceRequest",),
     "questionnaireResponses": ("QuestionnaireResponse",),  # attestations (questionnaires.py); optional
+    "documentReferences": ("DocumentReference",),          # clinical notes (engine/narrative); optional
     "userRole": ("PractitionerRole",),                     # who orders: a surgeon's planning exception
 }
 """The resource types each key yields, so a failed key's facts can be marked unknown."""
 
-NOT_A_DATA_GAP: frozenset[str] = frozenset({"questionnaireResponses", "medicationStatements", "devices", "userRole"})
+NOT_A_DATA_GAP: frozenset[str] = frozenset({"questionnaireResponses", "medicationStatements", "devices", "userRole",
+                                            "documentReferences"})
 """Optional keys whose failure a card need not mention: without attestations, ``documented``
 criteria are unknown, which the documentation checklist already says (most EHRs will not send
 this key at first; a gap line on every card would be noise).  Medication statements and devices
 are read when an EHR has them; many FHIR servers do not offer these searches, and the same facts
-usually also sit on the problem list (Z95.0 pacemaker) and in prescriptions."""
+usually also sit on the problem list (Z95.0 pacemaker) and in prescriptions.  Notes only ever add
+evidence (text makes a criterion met, never not-met): without them the card lists
+"clinical notes" as not read instead."""
 
 PREFETCH_ONLY: frozenset[str] = frozenset({"userRole"})
 """Keys read only when the EHR sends them, never searched for on the FHIR server: the EHR knows
@@ -71,7 +76,7 @@ its user's role (``{{userPractitionerRoleId}}`` has no value when the user is a 
 FETCHED_KEYS: tuple[str, ...] = tuple(k for k in PREFETCH if k not in PREFETCH_ONLY)
 """The keys the service searches for itself when they are not prefetched."""
 
-FIRST_PAGE_ONLY: frozenset[str] = frozenset({"serviceRequests"})
+FIRST_PAGE_ONLY: frozenset[str] = frozenset({"serviceRequests", "documentReferences"})
 """Keys that ask for the newest N on purpose: a ``next`` link there does not mean partial."""
 
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z][\w.]*)\s*\}\}")

@@ -211,6 +211,26 @@ class Settings:
         "SPINE_CDS_REPEAT_WINDOW_S", 43200.0, _non_negative_float,
         "An order-sign card is left out when order-select already showed the same decision for the unchanged order within this many seconds (CRD: don't repeat guidance); 0 turns this off.",
     )
+    notes: bool = setting(
+        "SPINE_CDS_NOTES", "on", _on_off,
+        "on: clinical notes (DocumentReference), report text and annotations are read as evidence (mappings/narrative.json); off: only coded data counts.",
+    )
+    note_max_chars: int = setting(
+        "SPINE_CDS_NOTE_MAX_CHARS", 200_000, _positive_int,
+        "Most characters read of one note or report (the rest is not read, and the card says so).",
+    )
+    notes_max_chars: int = setting(
+        "SPINE_CDS_NOTES_MAX_CHARS", 2_000_000, _positive_int,
+        "Most characters of narrative read for one hook call, all notes together (notes past it are listed as not read).",
+    )
+    note_attachment_max_bytes: int = setting(
+        "SPINE_CDS_NOTE_ATTACHMENT_MAX_BYTES", 2_000_000, _positive_int,
+        "Largest note attachment read, in bytes, whether sent inline (base64) or fetched from the EHR's FHIR server (Attachment.url on that server only).",
+    )
+    note_lookback_days: int = setting(
+        "SPINE_CDS_NOTE_LOOKBACK_DAYS", 366, _positive_int,
+        "Notes dated more than this many days before today are not read (undated notes are read; report text and annotations are always read).",
+    )
     log_format: str = setting(
         "SPINE_CDS_LOG_FORMAT", "json", _log_format,
         "json: one JSON object per log line (for log shippers); text: human-readable lines for a terminal.",
@@ -219,6 +239,13 @@ class Settings:
         "SPINE_CDS_LOG_LEVEL", "INFO", _text,
         "Python log level (DEBUG, INFO, WARNING, ERROR). Logs never contain PHI, JWTs or access tokens.",
     )
+
+    @property
+    def note_limits(self):
+        """The caps on narrative reading, or None when notes are off."""
+        from cds_service.engine.narrative.texts import Limits
+        return Limits(self.note_max_chars, self.notes_max_chars, self.note_attachment_max_bytes,
+                      self.note_lookback_days) if self.notes else None
 
     @property
     def database_file(self) -> str:

@@ -1,0 +1,118 @@
+"""medspaCy on a blank spaCy pipeline: which lexicon concepts a text mentions, and how.
+
+The pipeline is rule-based and offline (no model download at install or run time):
+``sentencizer`` (spaCy's rule-based splitter, about 7 times faster here than medspaCy's default
+PyRuSH) with a line break always ending a sentence, medspaCy's ``target_matcher`` (the lexicon),
+``context`` (negated, possible, hypothetical, historical and family modifiers: medspaCy's
+default rules plus ``context_rules`` of the lexicon) and ``sectionizer`` (a mention under
+"Family history:" is about a relative; ``sections`` of the lexicon say which sections mean what).
+
+Built once per process and worker (about half a second), at start-up.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+from cds_service.engine.narrative.lexicon import Lexicon
+from cds_service.engine.narrative.sentences import Shortened
+
+FLAGS = ("negated", "family", "historical", "hypothetical", "uncertain")
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One mention of a concept, with offsets in the original text (cached as a plain list)."""
+
+    concept: str
+    start: int
+    end: int
+    sentence_start: int
+    sentence_end: int
+    negated: bool = False
+    family: bool = False
+    historical: bool = False
+    hypothetical: bool = False
+    uncertain: bool = False
+
+    @property
+    def counts(self) -> bool:
+        """Asserted about the patient: not negated, not about a relative, not conditional or
+        doubtful.  (Historical mentions count, but not where the leaf asks for something new.)"""
+        return not (self.negated or self.family or self.hypothetical or self.uncertain)
+
+    def to_list(self) -> list:
+        return [self.concept, self.start, self.end, self.sentence_start, self.sentence_end,
+                *(int(getattr(self, f)) for f in FLAGS)]
+
+    @classmethod
+    def from_list(cls, values: list) -> Mention:
+        concept, start, end, s_start, s_end, *flags = values
+        return cls(concept, start, end, s_start, s_end, *(bool(f) for f in flags))
+
+
+class Pipeline:
+    """The spaCy pipeline for one lexicon."""
+
+    def __init__(self, lexicon: Lexicon):
+        self.lexicon = lexicon
+        self.section_flags = {category: flag for flag, categories in lexicon.sections.items() for category in categories}
+        self.nlp = _build(lexicon)
+
+    def mentions(self, shortened: Shortened) -> list[Mention]:
+        """Every mention in ``shortened``, in original-text offsets."""
+        doc = self.nlp(shortened.text)
+        found = []
+        for ent in doc.ents:
+            sentence = ent.sent
+            flags = {"negated": ent._.is_negated, "family": ent._.is_family, "historical": ent._.is_historical,
+                     "hypothetical": ent._.is_hypothetical, "uncertain": ent._.is_uncertain}
+            section_flag = self.section_flags.get(ent._.section_category)
+            if section_flag:
+                flags[section_flag] = True
+            found.append(Mention(ent.label_, shortened.original(ent.start_char), shortened.original(ent.end_char - 1) + 1,
+                                 shortened.original(sentence.start_char), shortened.original(sentence.end_char - 1) + 1,
+                                 **flags))
+        return found
+
+
+def _build(lexicon: Lexicon):
+    _quiet()
+    import spacy
+    from spacy.language import Language
+    from medspacy.context import ConTextRule
+
+    if "spine_cds_line_breaks" not in Language.factories:
+        Language.component("spine_cds_line_breaks", func=_line_breaks)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    nlp.add_pipe("spine_cds_line_breaks")
+    nlp.add_pipe("medspacy_target_matcher").add(lexicon.target_rules())
+    nlp.add_pipe("medspacy_context").add([ConTextRule(**rule) for rule in lexicon.context_rules])
+    nlp.add_pipe("medspacy_sectionizer")
+    return nlp
+
+
+def _line_breaks(doc):
+    """A line break always ends a sentence: the pre-filter puts one piece per line, and a
+    negation must never reach from one piece into the next."""
+    for token in doc[1:]:
+        if "\n" in doc[token.i - 1].text:
+            token.is_sent_start = True
+    return doc
+
+
+def _quiet() -> None:
+    """PyRuSH (imported by medspaCy) logs every token through loguru at DEBUG unless silenced:
+    a 25,000-word text took 44 s with it on.  And note text must never reach a log."""
+    try:
+        from loguru import logger
+        logger.disable("PyRuSH")
+        logger.disable("medspacy")
+    except ImportError:  # pragma: no cover - loguru comes with medspaCy
+        pass
+    logging.getLogger("medspacy").setLevel(logging.WARNING)
+    # medspaCy's sectionizer keeps an empty token matcher beside its phrase matcher (all its
+    # default rules are literals); spaCy would warn about it on every note.
+    warnings.filterwarnings("ignore", message=r"\[W036\]", category=UserWarning)

@@ -1,0 +1,146 @@
+"""The narrative of one record as clinical items: texts → mentions (cached) → items.
+
+Each counting mention becomes a :class:`ClinicalItem` of type ``Narrative`` whose tags are its
+concept's value sets and ``documented`` answers, dated by its note (minus a span the sentence
+states: "LBP x 8 wks" in a note of 3 Dec began about 8 Oct), about the region its concept or
+its sentence names, and quoting the sentence for the card.  Its ``ref`` points at the resource
+with an RFC 5147 fragment, ``DocumentReference/abc#char=120,168``: the characters of the text
+as read (for HTML, the text without its markup).
+
+Mentions depend only on a text and the lexicon, so they are cached under a hash of both: a
+repeated order-select reads no note twice.  The cache passed in (shared by the workers) holds
+offsets and flags only, never text.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections.abc import Iterable
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from cachetools import LRUCache
+
+from cds_service.engine.fhir_dates import human_date
+from cds_service.engine.narrative.durations import span_days
+from cds_service.engine.narrative.lexicon import WORD, Lexicon
+from cds_service.engine.narrative.pipeline import Mention, Pipeline
+from cds_service.engine.narrative.sentences import shorten
+from cds_service.engine.narrative.texts import Collected, Limits, NoteText, collect
+from cds_service.model import NARRATIVE, ClinicalItem, PatientRecord
+
+QUOTE_CHARS = 200
+LOCAL_ENTRIES = 2048
+
+
+class MentionCache(Protocol):
+    """Where mentions are kept between calls: ``key`` is a hash, values are lists of lists."""
+
+    def get(self, key: str) -> list | None: ...
+
+    def put(self, key: str, value: list) -> None: ...
+
+
+class Narrative:
+    """The narrative items and the list of what was not read, for one record."""
+
+    def __init__(self, items: tuple[ClinicalItem, ...] = (), unread: tuple[str, ...] = ()):
+        self.items, self.unread = items, unread
+
+
+class NarrativeReader:
+    def __init__(self, lexicon: Lexicon, pipeline: Pipeline):
+        self.lexicon, self.pipeline = lexicon, pipeline
+        self._local: LRUCache = LRUCache(LOCAL_ENTRIES)
+        self._lock = threading.Lock()   # LRUCache is not thread-safe; gthread workers are
+        regions = sorted(lexicon.region_words, key=len, reverse=True)
+        self._region_words = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, regions)) + r")(?![\w-])") if regions else None
+
+    def read(self, record: PatientRecord, drafts: tuple[dict, ...], today: date, limits: Limits,
+             cache: MentionCache | None = None) -> Narrative:
+        collected: Collected = collect(record, drafts, today, limits)
+        items = []
+        for text in dict.fromkeys(collected.texts):
+            items.extend(self._items(text, self.mentions(text.text, cache)))
+        return Narrative(tuple(items), collected.unread)
+
+    def mentions(self, text: str, cache: MentionCache | None = None) -> list[Mention]:
+        """Every mention in ``text`` (counting or not), from the caches when seen before."""
+        key = hashlib.sha256(f"{self.lexicon.digest}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
+        with self._lock:
+            found = self._local.get(key)
+        if found is None and cache is not None:
+            found = cache.get(key)
+        if found is None:
+            shortened = shorten(text, self.lexicon.anchors)
+            found = [m.to_list() for m in self.pipeline.mentions(shortened)] if shortened else []
+            if cache is not None:
+                cache.put(key, found)
+        with self._lock:
+            self._local[key] = found
+        return [Mention.from_list(values) for values in found]
+
+    def _items(self, text: NoteText, mentions: Iterable[Mention]) -> list[ClinicalItem]:
+        items = []
+        for mention in mentions:
+            concept = self.lexicon.concepts.get(mention.concept)
+            sentence = text.text[mention.sentence_start:mention.sentence_end]
+            if concept is None or not mention.counts:
+                continue
+            if concept.context_words and not concept.context_words.intersection(WORD.findall(sentence.lower())):
+                continue
+            items.append(self._item(text, mention, concept, sentence))
+        return items
+
+    def _item(self, text: NoteText, mention: Mention, concept, sentence: str) -> ClinicalItem:
+        quote = quoted(sentence, mention.start - mention.sentence_start, mention.end - mention.sentence_start)
+        written = f", {human_date(text.when)}" if text.when else " (undated)"
+        when = None if mention.historical else _onset(text.when, sentence, mention)
+        regions = frozenset({concept.region} if concept.region else self._regions(sentence))
+        return ClinicalItem(ref=f"{text.ref}#char={mention.start},{mention.end}", resource_type=NARRATIVE,
+                            valuesets=concept.tags, display=f"{text.source}{written}: \u2018{quote}\u2019",
+                            when=when, status="inactive" if mention.historical else "active",
+                            regions=regions, dated_by="note", quote=quote)
+
+    def _regions(self, sentence: str) -> set[str]:
+        if self._region_words is None:
+            return set()
+        return {self.lexicon.region_words[w] for w in self._region_words.findall(sentence.lower())}
+
+
+def _onset(written: date | None, sentence: str, mention: Mention) -> date | None:
+    """The note's date, less the span the sentence states ("x 8 wks")."""
+    if written is None:
+        return None
+    days = span_days(sentence, mention.start - mention.sentence_start, written)
+    return written - timedelta(days=days) if days else written
+
+
+def quoted(sentence: str, start: int, end: int, limit: int = QUOTE_CHARS) -> str:
+    """The sentence, whitespace collapsed, cut to about ``limit`` characters around the mention."""
+    if len(sentence) > limit:
+        room = max(0, (limit - (end - start)) // 2)
+        left, right = max(0, start - room), min(len(sentence), end + room)
+        sentence = ("\u2026" if left else "") + sentence[left:right] + ("\u2026" if right < len(sentence) else "")
+    return " ".join(sentence.split())
+
+
+_LOADED: dict[tuple[str, str], NarrativeReader] = {}
+_LOADING = threading.Lock()
+
+
+def load_reader(path: Path) -> NarrativeReader:
+    """The lexicon at ``path`` and its pipeline (spaCy is imported here, at start-up).
+
+    Building the pipeline takes about half a second, so a process builds it once per lexicon
+    content (an app factory called again, as the tests do, reuses it); the reader is immutable
+    apart from its memo."""
+    from cds_service.engine.narrative.lexicon import load_lexicon
+    key = (str(path), hashlib.sha256(Path(path).read_bytes()).hexdigest())
+    with _LOADING:
+        if key not in _LOADED:
+            lexicon = load_lexicon(Path(path))
+            _LOADED[key] = NarrativeReader(lexicon, Pipeline(lexicon))
+        return _LOADED[key]
