@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -25,7 +24,7 @@ from cachetools import LRUCache
 
 from cds_service.engine.fhir_dates import human_date
 from cds_service.engine.narrative.durations import span_days
-from cds_service.engine.narrative.lexicon import WORD, Lexicon
+from cds_service.engine.narrative.lexicon import WORD, Concept, Lexicon
 from cds_service.engine.narrative.pipeline import Mention, Pipeline
 from cds_service.engine.narrative.sentences import shorten
 from cds_service.engine.narrative.texts import Collected, Limits, NoteText, collect
@@ -63,7 +62,7 @@ class NarrativeReader:
         collected: Collected = collect(record, drafts, today, limits)
         items = []
         for text in dict.fromkeys(collected.texts):
-            items.extend(self._items(text, self.mentions(text.text, cache)))
+            items.extend(self._items(text, cache))
         return Narrative(tuple(items), collected.unread)
 
     def mentions(self, text: str, cache: MentionCache | None = None) -> list[Mention]:
@@ -82,23 +81,32 @@ class NarrativeReader:
             self._local[key] = found
         return [Mention.from_list(values) for values in found]
 
-    def _items(self, text: NoteText, mentions: Iterable[Mention]) -> list[ClinicalItem]:
-        items = []
-        for mention in mentions:
+    def found(self, text: str, cache: MentionCache | None = None) -> list[tuple[Mention, Concept, frozenset[str]]]:
+        """The mentions of ``text`` that stand for something, with their concept and regions
+        (a concept's own region, else the regions its sentence names; none = any).  Negated,
+        family, hypothetical and uncertain mentions are kept: :attr:`Mention.counts` says."""
+        found = []
+        for mention in self.mentions(text, cache):
             concept = self.lexicon.concepts.get(mention.concept)
-            sentence = text.text[mention.sentence_start:mention.sentence_end]
-            if concept is None or not mention.counts:
+            if concept is None:
                 continue
+            sentence = text[mention.sentence_start:mention.sentence_end]
             if concept.context_words and not concept.context_words.intersection(WORD.findall(sentence.lower())):
                 continue
-            items.append(self._item(text, mention, concept, sentence))
-        return items
+            named = self._regions(sentence)
+            regions = frozenset({concept.region} if concept.region else named)
+            found.append((mention, concept, regions))
+        return found
 
-    def _item(self, text: NoteText, mention: Mention, concept, sentence: str) -> ClinicalItem:
+    def _items(self, text: NoteText, cache: MentionCache | None) -> list[ClinicalItem]:
+        return [self._item(text, mention, concept, regions)
+                for mention, concept, regions in self.found(text.text, cache) if mention.counts]
+
+    def _item(self, text: NoteText, mention: Mention, concept: Concept, regions: frozenset[str]) -> ClinicalItem:
+        sentence = text.text[mention.sentence_start:mention.sentence_end]
         quote = quoted(sentence, mention.start - mention.sentence_start, mention.end - mention.sentence_start)
         written = f", {human_date(text.when)}" if text.when else " (undated)"
         when = None if mention.historical else _onset(text.when, sentence, mention)
-        regions = frozenset({concept.region} if concept.region else self._regions(sentence))
         return ClinicalItem(ref=f"{text.ref}#char={mention.start},{mention.end}", resource_type=NARRATIVE,
                             valuesets=concept.tags, display=f"{text.source}{written}: \u2018{quote}\u2019",
                             when=when, status="inactive" if mention.historical else "active",
