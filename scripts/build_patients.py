@@ -14,6 +14,7 @@ Run: ``python scripts/build_patients.py``.
 """
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from datetime import date, timedelta
@@ -119,6 +120,17 @@ class Record:
                    "category": [cc(TERMINOLOGY + "v2-0074", "RAD", "Radiology")],
                    "code": cc(CPT, cpt, display), "subject": self.subject, "effectiveDateTime": f"{day(days_ago)}T10:15:00Z",
                    "issued": f"{day(days_ago)}T14:00:00Z", "imagingStudy": [{"reference": study}], "conclusion": conclusion})
+
+    def note(self, title: str, days_ago: int, text: str, content_type: str = "text/plain; charset=utf-8") -> None:
+        """A clinical note as EHRs expose it: a DocumentReference whose attachment is base64."""
+        self._add({"resourceType": "DocumentReference", "status": "current", "docStatus": "final",
+                   "type": {"coding": [{"system": LOINC, "code": "11506-3", "display": "Progress note"}], "text": title},
+                   "category": [cc("http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category", "clinical-note",
+                                   "Clinical Note")],
+                   "subject": self.subject, "date": f"{day(days_ago)}T16:30:00Z",
+                   "content": [{"attachment": {"contentType": content_type,
+                                               "data": base64.b64encode(text.encode("utf-8")).decode("ascii")}}],
+                   "context": {"period": {"start": f"{day(days_ago)}T16:00:00Z"}}})
 
     def draft_order(self, cpt: str, reasons: list[dict], hook: str = "order-select") -> None:
         """The order the clinician is drafting; a hook request sends it in ``draftOrders``."""
@@ -279,10 +291,44 @@ def patients():
                    "behind 64 newer vital signs (the labs are only on later pages of a paged Observation search)",
                    "approve", ["many-observations"], indication="spine-infection-signs-symptoms")
 
+    yield from note_patients()
+
     r = Record("nia-thoracic-mri-no-policy", "Ida", "Kowalski", "1983-09-12", "female", "nia")
     r.condition(thoracic, 60)
     r.draft_order("72146", [thoracic])
     yield r.bundle("Thoracic MRI under NIA: no NIA thoracic guideline is encoded", "no-policy", ["no-policy"])
+
+
+def note_patients():
+    """Patients whose decisive evidence is only in words: a progress note, a report's conclusion."""
+    for negated, person in ((False, ("Jon", "Halvorsen", "1968-01-19", "male")), (True, ("Kim", "Osei", "1975-10-30", "female"))):
+        r = Record(f"nia-cauda-equina-{'note-negated' if negated else 'from-note'}", *person, "nia")
+        r.condition(LBP_ICD, 9)
+        r.prescription(NAPROXEN, 9, "500 mg by mouth twice a day with food")
+        text = ("Chief complaint: low back pain.\n\nHPI: Low back pain x 9 days after lifting, now radiating to both legs. "
+                + ("Denies saddle anesthesia, urinary retention or bowel incontinence. Walking without difficulty."
+                   if negated else
+                   "Since yesterday she reports saddle anesthesia and new urinary retention; she has not voided since last night.")
+                + "\n\nFamily history: father had prostate cancer.\n\nPlan: MRI lumbar spine today.")
+        r.note("Progress note", 0, text)
+        r.draft_order("72148", [LBP_ICD])
+        if negated:
+            yield r.bundle("Low back pain 9 days; the note denies saddle anesthesia and bladder or bowel symptoms: the "
+                           "card still asks for six weeks of care", "documentation", ["note-text", "negated-note"],
+                           indication="conservative-care-failed")
+        else:
+            yield r.bundle("Low back pain with saddle anesthesia and urinary retention written only in today's progress "
+                           "note: approved from the note", "approve", ["note-text"], indication="neuro-deficit")
+
+    r = Record("nia-spondylolisthesis-instability-report-text", "Lea", "Fontaine", "1966-04-22", "female", "nia")
+    r.condition(cc(ICD, "M43.16", "Spondylolisthesis, lumbar region"), 200)
+    r.radiograph("72114", "X-ray lumbar spine with flexion and extension views", 20,
+                 "Grade 1 anterolisthesis of L4 on L5 with 5 mm of translation on flexion/extension views, "
+                 "consistent with dynamic instability. No fracture.")
+    r.draft_order("72148", [cc(ICD, "M43.16", "Spondylolisthesis, lumbar region")])
+    yield r.bundle("Spondylolisthesis; the flexion/extension radiograph report says the instability in words only "
+                   "(no coded conclusion): approved from the report text", "approve", ["report-text"],
+                   indication="adult-pars-spondylolisthesis-instability")
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ FILES = patient_files()
 ICD, SCT = "http://hl7.org/fhir/sid/icd-10-cm", "http://snomed.info/sct"
 KNOWN_SYSTEMS = {ICD, SCT, "http://www.ama-assn.org/go/cpt", "http://loinc.org", "http://unitsofmeasure.org",
                  "http://www.nlm.nih.gov/research/umls/rxnorm", "http://dicom.nema.org/resources/ontology/DCM",
+                 "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category",
                  "http://example.org/fhir/sid/payer", "https://spine-cds.example.org/fhir/sid/synthetic-mrn"}
 TODAY = "2026-11-22"
 

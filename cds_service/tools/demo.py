@@ -66,6 +66,14 @@ def _patients(today: date, as_json: bool) -> int:
                 print(textwrap.indent(json.dumps(response, indent=2), "  "))
             for card in cards:
                 print(f"  {outcome.upper():<13} {card['summary']}")
+                for line in quoted_evidence(card):
+                    print(f"  {'':<13} from the text: {line}")
             if not ok:
                 print(f"  expected {about['expect']['outcome']}, got {outcome}")
     return failures
+
+
+def quoted_evidence(card: dict, limit: int = 2) -> list[str]:
+    """The card's evidence lines that quote a note or report (engine/narrative), shortened."""
+    lines = [line.removeprefix("- ") for line in card.get("detail", "").splitlines() if "\u2018" in line]
+    return [line if len(line) <= 200 else line[:199] + "\u2026" for line in dict.fromkeys(lines)][:limit]
