@@ -1,0 +1,192 @@
+"""Notes and report text as evidence (#13): what counts, what never does, bad input, privacy.
+
+Built on the synthetic patients whose decisive evidence is only in words
+(``cds_service/samples/patients/nia-cauda-equina-*.json``): the same chart decided with its note
+rewritten, attached differently, or broken.
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import logging
+
+import pytest
+
+from cds_service.tools.patients import PATIENTS, as_prefetch, hook_request, load_bundle, local_ids
+from fhir_stub import FhirStub
+
+SELECT = "/cds-services/spine-imaging-order-select"
+SAY_IT = "Since yesterday she reports saddle anesthesia and new urinary retention; she has not voided since last night."
+
+
+def note_chart(text: str | None = None, content_type: str = "text/plain; charset=utf-8", data: str | None = None,
+               attachment: dict | None = None) -> dict:
+    """The hook request of the 'cauda equina from a note' patient, its note replaced as asked."""
+    bundle = load_bundle(PATIENTS / "nia-cauda-equina-from-note.json")
+    body = hook_request(bundle, local_ids(bundle), prefetch=as_prefetch(bundle))
+    [note] = [e["resource"] for e in body["prefetch"]["documentReferences"]["entry"]]
+    if attachment is not None:
+        note["content"] = [{"attachment": attachment}]
+    elif text is not None or data is not None:
+        encoded = data if data is not None else base64.b64encode(text.encode("utf-8")).decode()
+        note["content"] = [{"attachment": {"contentType": content_type, "data": encoded}}]
+    return body
+
+
+def decide(client, body: dict) -> tuple[dict, dict]:
+    response = client.post(SELECT, json=body)
+    assert response.status_code == 200, response.get_json()
+    [card] = response.get_json()["cards"]
+    return card, card["extension"]["spine-cds.decision"]
+
+
+@pytest.fixture
+def client(make_app):
+    return make_app(SPINE_CDS_REPEAT_WINDOW_S="0").test_client()
+
+
+def test_a_note_approves_and_the_card_quotes_it_with_source_date_and_offsets(client):
+    card, decision = decide(client, note_chart())
+    assert decision["outcome"] == "approve"
+    assert "Progress note, 22 Nov 2026: \u2018" + SAY_IT + "\u2019" in card["detail"]
+    body = note_chart()
+    [note] = [e["resource"] for e in body["prefetch"]["documentReferences"]["entry"]]
+    text = base64.b64decode(note["content"][0]["attachment"]["data"]).decode()
+    quoted = {text[int(a):int(b)] for a, b in (e.split("#char=")[1].split(",") for e in decision["evidence"]
+                                               if e.startswith(f"DocumentReference/{note['id']}#char="))}
+    assert "urinary retention" in quoted      # the offsets point into the note as read
+
+
+@pytest.mark.parametrize("says", [
+    "Denies saddle anesthesia, urinary retention or bowel incontinence.",
+    "Mother had urinary retention after her surgery.",
+    "Return to the ED if you develop saddle anesthesia or urinary retention.",
+    "Possible urinary retention; rule out cauda equina syndrome.",
+])
+def test_negated_family_hypothetical_and_uncertain_mentions_never_count(client, says):
+    card, decision = decide(client, note_chart("HPI: Low back pain x 9 days. " + says))
+    assert decision["outcome"] == "documentation"
+    assert "Low back pain x 9 days" in card["detail"]      # the affirmed sentence is evidence ...
+    assert says not in card["detail"]                      # ... the negated/family/hypothetical/uncertain one never
+
+
+def test_html_notes_are_read_without_markup_and_scripts(client):
+    html = ("<html><head><script>var x='urinary retention';</script><style>p{}</style></head>"
+            f"<body><p>HPI:</p><p>{SAY_IT}</p></body></html>")
+    card, decision = decide(client, note_chart(html, "text/html"))
+    assert decision["outcome"] == "approve" and "<p>" not in card["detail"] and "var x" not in card["detail"]
+    card, decision = decide(client, note_chart("<script>urinary retention and saddle anesthesia</script>", "text/html"))
+    assert decision["outcome"] == "documentation"
+
+
+@pytest.mark.parametrize("attachment, listed", [
+    ({"contentType": "application/pdf", "data": base64.b64encode(b"%PDF-1.4 urinary retention").decode()}, "PDF"),
+    ({"contentType": "text/plain", "data": "!!! not base64 @@@"}, "not read"),
+    ({"contentType": "text/plain", "data": ""}, "empty attachment"),
+    ({"contentType": "text/plain; charset=x-no-such-charset", "data": base64.b64encode(b"urinary retention").decode()},
+     "unknown charset"),
+    ({"contentType": "text/plain", "url": "https://elsewhere.example.org/notes/1.txt"}, "URL that was not read"),
+])
+def test_unreadable_attachments_are_listed_on_the_card_never_a_crash(client, attachment, listed):
+    card, decision = decide(client, note_chart(attachment=attachment))
+    assert decision["outcome"] == "documentation"
+    assert any(listed in line for line in decision["notRead"]), decision["notRead"]
+    assert "Not read by spine-cds" in card["detail"]
+
+
+def test_latin1_note_in_its_declared_charset(client):
+    text = "Anamn\u00e8se: " + SAY_IT
+    data = base64.b64encode(text.encode("latin-1")).decode()
+    card, decision = decide(client, note_chart(data=data, content_type="text/plain; charset=ISO-8859-1"))
+    assert decision["outcome"] == "approve"
+
+
+def test_a_huge_note_is_capped_and_said_so(make_app):
+    client = make_app(SPINE_CDS_NOTE_MAX_CHARS="200", SPINE_CDS_REPEAT_WINDOW_S="0").test_client()
+    card, decision = decide(client, note_chart("x " * 400 + SAY_IT))
+    assert decision["outcome"] == "documentation"
+    assert any("only its first 200 characters" in line for line in decision["notRead"])
+
+
+def test_an_undated_note_counts_without_a_window_but_not_for_a_new_finding(client):
+    body = note_chart(SAY_IT)
+    [note] = [e["resource"] for e in body["prefetch"]["documentReferences"]["entry"]]
+    del note["date"], note["context"]
+    card, decision = decide(client, body)
+    assert decision["outcome"] == "documentation"      # "new" bladder dysfunction needs a date: the note has none
+    assert "Progress note (undated)" in card["detail"]  # ... yet the undated note still counts for back pain
+
+
+def test_notes_off_reads_no_text(make_app):
+    client = make_app(SPINE_CDS_NOTES="off", SPINE_CDS_REPEAT_WINDOW_S="0").test_client()
+    card, decision = decide(client, note_chart())
+    assert decision["outcome"] == "documentation"
+
+
+def test_text_never_makes_a_criterion_not_met(registry):
+    """Back pain '2 years' in a note must not turn a coded new back pain into 'not new'."""
+    from datetime import date
+    from cds_service.engine.criteria import finding
+    from cds_service.engine.facts import extract_facts
+    from cds_service.engine.narrative.texts import Limits
+    from cds_service.engine.studies import spine_orders
+    from cds_service.protocol.hook_request import parse_hook_request
+    from cds_service.record.patient_record import build_record, read_prefetch
+
+    body = note_chart("Low back pain for 2 years, unchanged.")
+    hook = parse_hook_request(body, "order-select")
+    record = build_record(hook.patient_id, read_prefetch(hook.prefetch)[0])
+    [order] = spine_orders(hook.draft_orders, registry.catalog)
+    today = date(2026, 11, 22)
+    notes = registry.narrative.read(record, hook.draft_orders, today, Limits())
+    assert any(item.quote for item in notes.items)
+    facts = extract_facts(record, order, (), registry.tagger, today, notes.items)
+    leaf = {"kind": "finding", "valueset": "icd10-sct-lumbar-back-pain", "label": "New back pain", "onset_max_days": 30}
+    assert finding(leaf, facts).status.value == "met"          # the coded problem began 9 days ago
+    text_only = extract_facts(record, order, (), registry.tagger, today, notes.items)
+    text_only = type(text_only)(today, text_only.birth_date, tuple(i for i in text_only.items if i.quote), order)
+    assert finding(leaf, text_only).status.value == "unknown"  # text alone: "2 years" is never not-met
+
+
+def test_a_binary_on_the_ehr_fhir_server_is_fetched_and_another_host_never(make_app):
+    body = note_chart()
+    [note] = [e["resource"] for e in body["prefetch"]["documentReferences"]["entry"]]
+    binary = {"resourceType": "Binary", "id": "note-1", "contentType": "text/plain",
+              "data": base64.b64encode(SAY_IT.encode()).decode()}
+    with FhirStub() as server:
+        server.add(binary)
+        client = make_app(SPINE_CDS_ALLOWED_FHIR_SERVERS=server.url, SPINE_CDS_REPEAT_WINDOW_S="0").test_client()
+        body["fhirServer"] = server.url
+        note["content"] = [{"attachment": {"contentType": "text/plain", "url": "Binary/note-1"}}]
+        card, decision = decide(client, copy.deepcopy(body))
+        assert decision["outcome"] == "approve" and "/Binary/note-1" in server.requests
+        note["content"] = [{"attachment": {"contentType": "text/plain", "url": "http://127.0.0.1:1/Binary/note-1"}}]
+        server.requests.clear()
+        card, decision = decide(client, body)
+        assert decision["outcome"] == "documentation" and not any("Binary" in p for p in server.requests)
+
+
+def test_note_text_never_reaches_the_logs(client, caplog):
+    caplog.set_level(logging.DEBUG)
+    decide(client, note_chart())
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "saddle" not in logged and "retention" not in logged and "voided" not in logged
+
+
+def test_the_corpus_figures_hold():
+    """The held-out half of the blind corpus (scripts/narrative_accuracy.py --split test)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from narrative_accuracy import score
+    result = score(split="test")
+    assert result["rows"] >= 390
+    overall = result["overall"]
+    assert overall["forbidden"] <= FORBIDDEN_AT_MOST
+    assert overall["precision"] >= PRECISION_AT_LEAST and overall["recall"] >= RECALL_AT_LEAST
+    assert result["region_right"]["share"] >= 0.95 and result["duration_right"]["share"] >= 0.9
+
+
+# What the held-out half measured when the lexicon was last tuned (README: "Reading notes").
+PRECISION_AT_LEAST, RECALL_AT_LEAST, FORBIDDEN_AT_MOST = 0.93, 0.50, 2
