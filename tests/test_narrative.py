@@ -55,7 +55,7 @@ def test_a_note_approves_and_the_card_quotes_it_with_source_date_and_offsets(cli
     text = base64.b64decode(note["content"][0]["attachment"]["data"]).decode()
     quoted = {text[int(a):int(b)] for a, b in (e.split("#char=")[1].split(",") for e in decision["evidence"]
                                                if e.startswith(f"DocumentReference/{note['id']}#char="))}
-    assert "urinary retention" in quoted      # the offsets point into the note as read
+    assert any("urinary retention" in q for q in quoted)      # the offsets point into the note as read
 
 
 @pytest.mark.parametrize("says", [
