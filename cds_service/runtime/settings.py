@@ -211,6 +211,10 @@ class Settings:
         "SPINE_CDS_REPEAT_WINDOW_S", 43200.0, _non_negative_float,
         "An order-sign card is left out when order-select already showed the same decision for the unchanged order within this many seconds (CRD: don't repeat guidance); 0 turns this off.",
     )
+    feedback_window_s: float = setting(
+        "SPINE_CDS_FEEDBACK_WINDOW_S", 604800.0, _positive_float,
+        "How long after a card was issued feedback on it is taken, in seconds (7 days). Feedback naming a card this service did not issue to the caller's client (JWT issuer) within this window is refused with 422 and not stored.",
+    )
     log_format: str = setting(
         "SPINE_CDS_LOG_FORMAT", "json", _log_format,
         "json: one JSON object per log line (for log shippers); text: human-readable lines for a terminal.",
