@@ -19,6 +19,8 @@ from cds_service.engine.narrative.reader import MentionCache
 from cds_service.engine.registry import Registry, load_registry
 from cds_service.store.repeats import ShownDecisions
 from cds_service.runtime.settings import Settings, load_settings
+from cds_service.runtime.shared_cache import MENTIONS_TTL_S, Namespace, SharedCache, open_shared_cache
+from cds_service.record.cache import make_cache
 from cds_service.store.database import Store
 
 log = logging.getLogger("cds_service")
@@ -35,7 +37,9 @@ class AppState:
     store: Store
     session: requests.Session
     shown: ShownDecisions
-    mentions: MentionCache | None = None    # narrative mentions by note content hash, shared by the workers
+    shared_cache: SharedCache
+    """JSON by key with a TTL, shared by every worker of the host (runtime/shared_cache.py)."""
+    mentions: MentionCache | None = None    # narrative mentions by note content hash, in shared_cache
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -50,11 +54,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     session = requests.Session()
     registry = load_registry(settings.mappings_dir, settings.valuesets_dir, settings.default_program)
     store = Store(settings.database_file)  # one connection per worker, shared with the repeat check
+    shared_cache = open_shared_cache(settings)
     app.extensions["spine_cds"] = AppState(
         settings=settings, registry=registry,
         authenticator=ClientAuthenticator(settings, session=session, claim=store.claim_token),
-        gatherer=RecordGatherer(settings, session), store=store, session=session,
-        shown=ShownDecisions(store, settings.repeat_window_s))
+        gatherer=RecordGatherer(settings, session, cache=make_cache(settings, shared_cache)), store=store,
+        session=session, shown=ShownDecisions(store, settings.repeat_window_s), shared_cache=shared_cache,
+        mentions=Namespace(shared_cache, "note-mentions", MENTIONS_TTL_S))
     if not settings.auth:
         log.warning("SPINE_CDS_AUTH=off: CDS client JWTs are NOT verified. Use only for local development.")
     register_error_handlers(app)
@@ -73,4 +79,5 @@ def close_app(app: Flask) -> None:
     state.gatherer.close()
     state.store.close()
     state.shown.close()
+    state.shared_cache.close()
     state.session.close()

@@ -22,6 +22,16 @@ NARRATIVE = "Narrative"   # ClinicalItem.resource_type of a mention read in text
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")   # the FHIR R4 id datatype
 
 
+class Caller(NamedTuple):
+    """Who made a call: the verified JWT issuer ("" when SPINE_CDS_AUTH=off) and the user the
+    token names (its ``fhirUser`` claim), if any.  Records that act on later calls — "already
+    shown" fingerprints, the cards feedback may refer to — are bound to it, so one client (or
+    user) never changes what another sees or reports."""
+
+    issuer: str
+    user: str | None = None
+
+
 @dataclass(frozen=True)
 class HookRequest:
     """A validated CDS Hooks call (order-select or order-sign)."""

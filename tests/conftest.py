@@ -1,8 +1,12 @@
 """Shared fixtures: the app factory with test settings, its client, and the loaded registry."""
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
 import socket
+import tempfile
 import sys
 from pathlib import Path
 
@@ -10,6 +14,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 sys.path.insert(0, str(Path(__file__).parent))  # casebuilder, fhir_stub, helpers
+
+# The default data folder (SQLite store, the host's shared patient-data cache) of every app and
+# server a test starts is a fresh one, never the user's: nothing leaks between runs or into
+# ~/.local/share.  Set before cds_service is imported (settings read it at import).
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="spine-cds-tests-")
+atexit.register(shutil.rmtree, os.environ["XDG_DATA_HOME"], ignore_errors=True)
 
 from cds_service import close_app
 from cds_service import create_app  # noqa: E402

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,14 @@ class Load:
                     return  # the server is gone (connection reset or refused): stop
 
     def _post_feedback(self, session: requests.Session) -> None:
-        card = str(uuid.uuid4())
+        """Feedback on a card of this thread's own (acknowledged) call: feedback is taken only for
+        a card the service issued to the client."""
+        issued = session.post(f"{self.base}{SELECT}", json={**self.hook, "hookInstance": str(uuid.uuid4())},
+                              timeout=(2, 30))
+        if issued.status_code != 200:
+            self._note(issued, lambda: None)
+            return
+        card = issued.json()["cards"][0]["uuid"]
         body = {"feedback": [{"card": card, "outcome": "accepted", "outcomeTimestamp": "2026-11-22T09:00:00Z",
                               "acceptedSuggestions": [{"id": "s-1"}]}]}
         response = session.post(f"{self.base}{SELECT}/feedback", json=body, timeout=(2, 30))
@@ -184,6 +192,9 @@ def test_a_store_that_cannot_write_answers_503_and_acknowledges_nothing(make_app
     monkeypatch.setattr(store_sqlite, "BUSY_TIMEOUT_S", 0.05)
     database = str(tmp_path / "locked.sqlite3")
     client = make_app(SPINE_CDS_DATABASE=database).test_client()
+    with Store(database) as issuing:   # feedback is taken only for a card issued to the client
+        issuing.record_decision("c-1", "spine-imaging-order-select", "order-select", "hi-1", "ServiceRequest/sr", "nia",
+                                "g", "i", "approve", ["s"], datetime.now(timezone.utc).isoformat(), issuer="")
     feedback = {"feedback": [{"card": "c-1", "outcome": "accepted", "outcomeTimestamp": "2026-11-22T09:00:00Z",
                               "acceptedSuggestions": [{"id": "s"}]}]}
     hook = json.loads((SAMPLES / "radiculopathy-conservative-care-failed.json").read_text())
@@ -200,5 +211,5 @@ def test_a_store_that_cannot_write_answers_503_and_acknowledges_nothing(make_app
     assert client.post(f"{SELECT}/feedback", json=feedback).get_json() == {"received": 1, "stored": 1}
     assert client.post(SELECT, json=hook).status_code == 200
     with Store(database) as check:
-        assert check.count_feedback() == 1 and check.count_decisions() == 1
+        assert check.count_feedback() == 1 and check.count_decisions() == 2   # c-1 and the call's card
         assert [r["status"] for r in check.audit_records()] == [200]  # the refused call left nothing

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cds_service.tools.cli import SAMPLES
 from near_valid import json_paths
 
 SAMPLE = Path(__file__).resolve().parent.parent / "cds_service" / "samples" / "order-sign-with-coverage.json"
@@ -107,9 +108,11 @@ def test_feedback_regressions_are_400_naming_the_field(client, name):
 
 
 def test_a_valid_surrogate_pair_is_text_not_an_error(client):
-    item = {"card": "c1", "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:00:00Z",
+    select = json.loads((SAMPLES / "radiculopathy-conservative-care-failed.json").read_text())
+    card = client.post("/cds-services/spine-imaging-order-select", json=select).get_json()["cards"][0]["uuid"]
+    item = {"card": card, "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:00:00Z",
             "overrideReason": {"userComment": "\U0001F600"}}
-    response = client.post("/cds-services/spine-imaging-order-sign/feedback", data=json.dumps({"feedback": [item]}),
+    response = client.post("/cds-services/spine-imaging-order-select/feedback", data=json.dumps({"feedback": [item]}),
                            content_type="application/json")  # json.dumps escapes the emoji as a surrogate pair
     assert response.status_code == 200, response.get_json()
 

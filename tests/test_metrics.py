@@ -104,11 +104,15 @@ def test_labels_are_route_templates_never_what_the_client_sent(client):
 
 
 def test_feedback_is_counted_by_service_and_outcome(client):
+    cards = [client.post(SELECT, json=sample() | {"hookInstance": f"00000000-0000-4000-8000-00000000000{n}"})
+             .get_json()["cards"][0]["uuid"] for n in range(3)]
     body = {"feedback": [
-        {"card": "c1", "outcome": "accepted", "outcomeTimestamp": "2026-11-22T10:00:00Z",
+        {"card": cards[0], "outcome": "accepted", "outcomeTimestamp": "2026-11-22T10:00:00Z",
          "acceptedSuggestions": [{"id": "s1"}]},
-        {"card": "c2", "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:01:00Z"},
-        {"card": "c3", "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:02:00Z"}]}
+        {"card": cards[1], "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:01:00Z",
+         "overrideReason": {"userComment": "seen"}},
+        {"card": cards[2], "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:02:00Z",
+         "overrideReason": {"userComment": "seen"}}]}
     assert client.post(SELECT + "/feedback", json=body).status_code == 200
     samples = scrape(client)
     service = "spine-imaging-order-select"

@@ -190,3 +190,22 @@ def test_the_corpus_figures_hold():
 
 # What the held-out half measured when the lexicon was last tuned (README: "Reading notes").
 PRECISION_AT_LEAST, RECALL_AT_LEAST, FORBIDDEN_AT_MOST = 0.93, 0.50, 2
+
+
+def test_mentions_are_shared_by_workers_through_the_host_cache(make_app, tmp_path, monkeypatch):
+    """Two apps on one data folder stand for two workers: what one read, the other does not
+    read again (the in-process memo is emptied in between, as another process would have it)."""
+    from cds_service.engine.narrative.pipeline import Pipeline
+    settings = {"SPINE_CDS_DATA_DIR": str(tmp_path / "data"), "SPINE_CDS_DATABASE": str(tmp_path / "store.sqlite3"),
+                "SPINE_CDS_REPEAT_WINDOW_S": "0"}
+    first, second = make_app(**settings), make_app(**settings)
+    runs = []
+    original = Pipeline.mentions
+    monkeypatch.setattr(Pipeline, "mentions", lambda self, shortened: runs.append(1) or original(self, shortened))
+    body = note_chart("Unique text for the shared cache test. " + SAY_IT)
+    decide(first.test_client(), body)
+    assert runs, "the first worker reads the note"
+    runs.clear()
+    first.extensions["spine_cds"].registry.narrative._local.clear()
+    card, decision = decide(second.test_client(), body)
+    assert decision["outcome"] == "approve" and runs == []

@@ -137,6 +137,9 @@ def _errors(client, checker) -> None:
     checker.check(hook, "post", client.post(SELECT, json=no_data))
     checker.check(feedback, "post", client.post(SELECT + "/feedback", json={"feedback": []}))
     checker.check(feedback, "post", client.post("/cds-services/nope/feedback", json={"feedback": []}))
+    never_issued = {"feedback": [{"card": "never-issued", "outcome": "overridden",
+                                  "outcomeTimestamp": "2026-11-22T10:00:00Z", "overrideReason": {"userComment": "x"}}]}
+    checker.check(feedback, "post", client.post(SELECT + "/feedback", json=never_issued))
     as_text = json.dumps(SPINE_SELECT).encode()   # a browser's cross-origin "simple request": refused, never parsed
     checker.check(hook, "post", client.post(SELECT, data=as_text, content_type="text/plain"))
     checker.check(feedback, "post", client.post(SELECT + "/feedback", data=b'{"feedback": []}', content_type="text/plain"))

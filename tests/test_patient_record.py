@@ -9,7 +9,8 @@ import time
 import pytest
 import requests
 
-from cds_service.record.cache import InProcessCache
+from cds_service.record.cache import PatientDataCache
+from cds_service.runtime.shared_cache import InProcessCache
 from cds_service.errors import CdsBadRequest, CdsPreconditionFailed, FhirUnavailable
 from cds_service.record.fhir_client import FhirClient, check_fhir_server_allowed, is_public_address
 from cds_service.model import HookRequest
@@ -84,12 +85,13 @@ def session():
 
 
 @pytest.fixture
-def make_gatherer(stub, session):
-    """Build gatherers whose settings allow the stub; all are closed after the test."""
+def make_gatherer(stub, session, tmp_path):
+    """Build gatherers whose settings allow the stub, with a cache of this test's own; all are
+    closed after the test."""
     made = []
 
     def make(**env) -> RecordGatherer:
-        settings = load_settings({"SPINE_CDS_ALLOWED_FHIR_SERVERS": stub.url, **env})
+        settings = load_settings({"SPINE_CDS_ALLOWED_FHIR_SERVERS": stub.url, "SPINE_CDS_DATA_DIR": str(tmp_path), **env})
         made.append(RecordGatherer(settings, session))
         return made[-1]
 
@@ -256,11 +258,11 @@ def test_slow_server_times_out_and_marks_failed(stub, make_gatherer):
     assert record.patient is None
 
 
-class StuckCache(InProcessCache):
+class StuckCache(PatientDataCache):
     """Stores only once released: a search stuck after its last request, which no timeout ends."""
 
     def __init__(self):
-        super().__init__(max_entries=10, ttl_s=60)
+        super().__init__(InProcessCache(max_bytes=1 << 20), ttl_s=60)
         self.release = threading.Event()
 
     def put(self, key, value) -> None:

@@ -256,13 +256,35 @@ def test_missing_required_prefetch_without_fhir_server_is_412(client):
 
 def test_feedback_round_trip_is_idempotent(secured, token):
     path = SELECT + "/feedback"
-    item = {"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:00:00Z",
+    card = post(secured, token, SELECT, load("order-select-lumbar-mri.json")).get_json()["cards"][0]
+    item = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:00:00Z",
             "overrideReason": {"reason": {"system": "https://spine-cds.example.org/fhir/CodeSystem/override-reason",
                                           "code": "clinical-judgment"}, "userComment": "urgent"}}
     first = post(secured, token, path, {"feedback": [item]})
     second = post(secured, token, path, {"feedback": [copy.deepcopy(item)]})
     assert first.status_code == second.status_code == 200
     assert (first.get_json()["stored"], second.get_json()["stored"]) == (1, 0)
+
+
+def test_feedback_for_a_card_never_issued_to_the_caller_is_refused(make_app, jwks, key, token):
+    """#14 finding 11: any client could store feedback for made-up card uuids (or another client's
+    cards) and skew /report.  Feedback is taken only for cards issued to the caller's issuer."""
+    other = "https://other-ehr.example.org"
+    app = make_app(SPINE_CDS_AUTH="on", SPINE_CDS_TRUSTED_ISSUERS=json.dumps({ISSUER: jwks.url + "/jwks.json",
+                                                                              other: jwks.url + "/jwks.json"}))
+    client, path = app.test_client(), SELECT + "/feedback"
+    card = post(client, token, SELECT, load("order-select-lumbar-mri.json")).get_json()["cards"][0]
+    item = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:00:00Z",
+            "overrideReason": {"userComment": "seen"}}
+    made_up = post(client, token, path, {"feedback": [item | {"card": str(uuid.uuid4())}]})
+    assert made_up.status_code == 422 and "is not a card this service" in made_up.get_json()["issue"][0]["diagnostics"]
+    foreign = client.post(path, json={"feedback": [item]},
+                          headers={"Authorization": f"Bearer {token(path, iss=other)}"})
+    assert foreign.status_code == 422
+    other_service = post(client, token, "/cds-services/spine-imaging-order-sign/feedback", {"feedback": [item]})
+    assert other_service.status_code == 422
+    assert app.extensions["spine_cds"].store.count_feedback() == 0
+    assert post(client, token, path, {"feedback": [item]}).get_json() == {"received": 1, "stored": 1}
 
 
 def test_invalid_feedback_is_400(secured, token):

@@ -367,3 +367,22 @@ def test_a_new_sqlite_database_is_private_to_its_owner(tmp_path):
         modes = {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in path.parent.iterdir()}
     assert modes["spine-cds.sqlite3"] == 0o600 and all(m & 0o077 == 0 for m in modes.values()), modes
     assert stat.S_IMODE(os.stat(path.parent).st_mode) & 0o077 == 0
+
+
+def test_a_card_is_issued_to_one_client_and_only_its_feedback_counts(store):
+    """#14 finding 11, on both engines: a card remembers the issuer it was issued to (schema
+    version 4); feedback another client stored for it (before the check existed) is neither the
+    card's latest feedback nor counted, and the report flags it."""
+    store.record_decision("card-a", "svc", "order-select", "hi-a", "ServiceRequest/sr", "nia", "g", "i", "approve",
+                          ["s-1"], "2026-11-22T10:00:00+00:00", issuer="https://ehr-a")
+    assert store.card_issued("card-a", "svc", "https://ehr-a", "2026-11-22T09:00:00+00:00")
+    assert not store.card_issued("card-a", "svc", "https://ehr-b", "2026-11-22T09:00:00+00:00")
+    assert not store.card_issued("card-a", "other-svc", "https://ehr-a", "2026-11-22T09:00:00+00:00")
+    assert not store.card_issued("card-a", "svc", "https://ehr-a", "2026-11-22T11:00:00+00:00")   # too old
+    assert not store.card_issued("made-up", "svc", "https://ehr-a", "2026-11-22T09:00:00+00:00")
+    store.record_feedback("svc", accepted("card-a"), RECEIVED, issuer="https://ehr-a")
+    later = FeedbackItem(card="card-a", outcome="overridden", outcome_timestamp=T0 + timedelta(minutes=5))
+    store.record_feedback("svc", later, RECEIVED, issuer="https://ehr-b")
+    [row] = store.outcome_counts()
+    assert (row["accepted"], row["overridden"]) == (1, 0)
+    assert store.override_reason_counts() == [] and store.count_cards_without_decision() == 1

@@ -104,6 +104,8 @@ def test_an_unreachable_database_answers_503_and_nothing_is_acknowledged(make_ap
     name = url.rsplit("/", 1)[1]
     app = make_app(SPINE_CDS_DATABASE=url)
     client, store = app.test_client(), app.extensions["spine_cds"].store
+    store.record_decision("c-1", "spine-imaging-order-select", "order-select", "hi-1", "ServiceRequest/sr", "nia",
+                          "g", "i", "approve", ["s"], datetime.now(timezone.utc).isoformat(), issuer="")
     feedback = {"feedback": [{"card": "c-1", "outcome": "accepted", "outcomeTimestamp": "2026-11-22T09:00:00Z",
                               "acceptedSuggestions": [{"id": "s"}]}]}
     admin(pg_server, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')

@@ -6,7 +6,7 @@ import logging
 import re
 import time
 import uuid
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import orjson
 from flask import Blueprint, current_app, request
@@ -16,6 +16,7 @@ from cds_service.store.audit import decision_rows, failed_call_record, hook_call
 from cds_service.protocol.auth import audience_for
 from cds_service.protocol.discovery import SERVICES, discovery_document
 from cds_service.errors import CdsBadRequest, CdsError, CdsNotFound
+from cds_service.model import Caller
 from cds_service.store.feedback import parse_feedback
 from cds_service.protocol.hook_request import parse_hook_request
 from cds_service.protocol.hooks import orders_in_scope, respond
@@ -49,19 +50,19 @@ def health():
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str):
     service = _service(service_id)
-    _authenticate()
+    caller = _authenticate()
     started, body = time.perf_counter(), None
     try:
         body = _json_body()
-        hook, response, decisions, shown = _decide(body, service["hook"])
+        hook, response, decisions, shown = _decide(body, service["hook"], caller)
     except Exception as exc:
         _audit_failure(service_id, body, exc, started)
         raise
-    _remember(service_id, hook, response, decisions, shown, started)
+    _remember(service_id, hook, response, decisions, shown, started, caller)
     return response
 
 
-def _decide(body: object, hook_name: str):
+def _decide(body: object, hook_name: str, caller: Caller):
     """Validate, gather and decide: (the hook request, the response, the decisions behind it,
     the fingerprints of the cards shown to store with the call)."""
     hook = parse_hook_request(body, hook_name)
@@ -78,20 +79,36 @@ def _decide(body: object, hook_name: str):
                                   delete_create=st.settings.alternative_delete_create,
                                   notes=st.settings.note_limits, mention_cache=st.mentions)
     metrics_of(current_app).record_decisions(hook.hook, record.sources, decisions)
-    response, shown = drop_repeats(hook, response, decisions, st.shown)
+    response, shown = drop_repeats(hook, response, decisions, st.shown, caller)
     return hook, response, decisions, shown
 
 
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str):
     _service(service_id)
-    _authenticate()
+    caller = _authenticate()
     items = parse_feedback(_json_body())
+    now = datetime.now(timezone.utc)
+    _only_cards_issued_to(caller, service_id, items, now)
     metrics_of(current_app).record_feedback(service_id, items)
-    received = datetime.now(timezone.utc).isoformat()
-    stored = sum(state().store.record_feedback(service_id, item, received) for item in items)
+    stored = sum(state().store.record_feedback(service_id, item, now.isoformat(), caller.issuer) for item in items)
     log.info("feedback service=%s items=%d new=%d", service_id, len(items), stored)
     return {"received": len(items), "stored": stored}
+
+
+def _only_cards_issued_to(caller: Caller, service_id: str, items, now: datetime) -> None:
+    """Refuse the whole feedback call (422, nothing stored) when an item names a card this
+    service did not issue to the caller's client within SPINE_CDS_FEEDBACK_WINDOW_S: feedback
+    for made-up cards, or for another client's, would skew /report (issue #14, finding 11)."""
+    window = state().settings.feedback_window_s
+    since = (now - timedelta(seconds=window)).isoformat()
+    for index, item in enumerate(items):
+        if not state().store.card_issued(item.card, service_id, caller.issuer, since):
+            log.info("feedback refused service=%s: item %d names a card not issued to this client", service_id, index)
+            raise CdsError(f"feedback[{index}].card is not a card this service ({service_id}) issued to your client "
+                           f"in the last {window:g} s, so no feedback was stored. Send feedback only with the uuid of "
+                           "a card this service returned to you, to the feedback URL of the service that returned it.",
+                           status=422, code="not-found")
 
 
 def _service(service_id: str) -> dict:
@@ -101,11 +118,15 @@ def _service(service_id: str) -> dict:
     return service
 
 
-def _authenticate() -> None:
+def _authenticate() -> Caller:
+    """The verified caller; with SPINE_CDS_AUTH=off every call is the same anonymous client."""
     st = state()
-    if st.settings.auth:
-        st.authenticator.verify(request.headers.get("Authorization"),
-                                audience_for(request.url, st.settings.public_base_url, request.path))
+    if not st.settings.auth:
+        return Caller("")
+    claims = st.authenticator.verify(request.headers.get("Authorization"),
+                                     audience_for(request.url, st.settings.public_base_url, request.path))
+    user = claims.get("fhirUser")
+    return Caller(claims["iss"], user if isinstance(user, str) else None)
 
 
 def _json_body() -> object:
@@ -183,14 +204,15 @@ def _today() -> date:
     return date.fromisoformat(fixed) if fixed else date.today()
 
 
-def _remember(service_id: str, hook, response: dict, decisions, shown, started: float) -> None:
+def _remember(service_id: str, hook, response: dict, decisions, shown, started: float, caller: Caller) -> None:
     """Store what each card decided (no PHI) so feedback can be joined to it, the call's audit
     record (audit.py) and the shown cards' fingerprints (repeats.py), in one transaction
     committed before the response is sent."""
     now = datetime.now(timezone.utc).isoformat()
     record = hook_call_record(audit_id=str(uuid.uuid4()), at=now, service_id=service_id, hook=hook, response=response,
                               decisions=decisions, latency_ms=1000 * (time.perf_counter() - started))
-    state().store.record_hook_call(decision_rows(response, decisions, service_id, hook, now), record, shown)
+    state().store.record_hook_call(decision_rows(response, decisions, service_id, hook, now, caller.issuer), record,
+                                   shown)
     for d in decisions:
         log.info("hook=%s instance=%s order=%s program=%s guideline=%s outcome=%s indication=%s",
                  hook.hook, hook.hook_instance, d.order.reference, d.route.program.id,

@@ -1,5 +1,5 @@
 """Gathering the patient's record: prefetch first, the EHR's FHIR server for what is missing.
 
 prefetch (the templates we ask for), fhir_client (SSRF guard, paging, size caps), cache
-(in-process or Redis), patient_record (prefetch + parallel reads within the deadline).
+(shared by the host's workers on disk, or Redis), patient_record (prefetch + parallel reads within the deadline).
 """

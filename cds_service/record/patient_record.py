@@ -23,7 +23,7 @@ calls time out); at the deadline the call stops waiting, cancels searches not ye
 abandons running ones, which end soon after on their own because every request's timeout is
 cut to the time left before the deadline (``fhir_client``).
 
-FHIR results are cached for a short time (``cache.py``: in-process or Redis) because
+FHIR results are cached for a short time (``cache.py``: on disk for every worker, or Redis) because
 order-select fires on every edit.  The cache key holds the server, patient, user and a hash of
 the access token, so one user's token never serves another user's request; prefetched data is
 never cached (it came from the client, for this call only), nor is a failed search.

@@ -155,13 +155,13 @@ class Settings:
         "SPINE_CDS_CACHE_TTL_S", 60.0, _positive_float,
         "How long patient data read from a FHIR server is reused across hook calls (order-select fires on every edit), in seconds.",
     )
-    cache_max_entries: int = setting(
-        "SPINE_CDS_CACHE_MAX_ENTRIES", 2048, _positive_int,
-        "Most patient-data searches kept in the in-process cache.",
+    cache_max_bytes: int = setting(
+        "SPINE_CDS_CACHE_MAX_BYTES", 268_435_456, _positive_int,
+        "Most bytes the shared cache (patient data and other cached values) keeps on this host (per process with SPINE_CDS_CACHE_URL=memory); the least recently stored values go first. A single value over 1/16 of it is not cached. Redis keeps its own maxmemory.",
     )
     data_dir: Path = setting(
         "SPINE_CDS_DATA_DIR", _default_data_dir(), _path,
-        "Folder for the embedded SQLite database (feedback and decisions).",
+        "Folder for the embedded SQLite database (feedback and decisions) and, with PostgreSQL, the patient-data cache.",
     )
     database_path: str = setting(
         "SPINE_CDS_DATABASE", "", _text,
@@ -169,7 +169,7 @@ class Settings:
     )
     cache_url: str = setting(
         "SPINE_CDS_CACHE_URL", "", _text,
-        "Where patient data read from FHIR servers is cached: empty for in-process (per worker), or redis://host:6379/0 to share it between workers and instances.",
+        "Where patient data read from FHIR servers (and other cached values) are kept: empty for a disk cache shared by every worker of this host (folder spine-cds-cache beside the SQLite database, or in SPINE_CDS_DATA_DIR), redis://host:6379/0 to share it between instances, or memory for one process only (tests, one-process tools).",
     )
     deadline_s: float = setting(
         "SPINE_CDS_DEADLINE_S", 2.8, _positive_float,
@@ -230,6 +230,10 @@ class Settings:
     note_lookback_days: int = setting(
         "SPINE_CDS_NOTE_LOOKBACK_DAYS", 366, _positive_int,
         "Notes dated more than this many days before today are not read (undated notes are read; report text and annotations are always read).",
+    )
+    feedback_window_s: float = setting(
+        "SPINE_CDS_FEEDBACK_WINDOW_S", 604800.0, _positive_float,
+        "How long after a card was issued feedback on it is taken, in seconds (7 days). Feedback naming a card this service did not issue to the caller's client (JWT issuer) within this window is refused with 422 and not stored.",
     )
     log_format: str = setting(
         "SPINE_CDS_LOG_FORMAT", "json", _log_format,

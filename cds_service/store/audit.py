@@ -31,8 +31,9 @@ _HOOK_INSTANCE = re.compile(r"[A-Za-z0-9\-._:]{1,256}")
 
 
 def decision_rows(response: dict, decisions: Iterable[Decision], service_id: str, hook: HookRequest,
-                  created_at: str) -> list[dict]:
-    """One decisions-table row per card returned (feedback joins them by card uuid)."""
+                  created_at: str, issuer: str | None = None) -> list[dict]:
+    """One decisions-table row per card returned, with the client it was issued to (feedback is
+    taken only from that client, joined by card uuid)."""
     by_order = {d.order.reference: d for d in decisions}
     rows = []
     for card in response["cards"]:
@@ -41,7 +42,8 @@ def decision_rows(response: dict, decisions: Iterable[Decision], service_id: str
                      "hook_instance": hook.hook_instance, "order_ref": d.order.reference,
                      "program": d.route.program.id, "guideline": d.guideline.id if d.guideline else None,
                      "indication": d.indication_id, "outcome": d.outcome,
-                     "suggestion_uuids": [s["uuid"] for s in card.get("suggestions", [])], "created_at": created_at})
+                     "suggestion_uuids": [s["uuid"] for s in card.get("suggestions", [])], "created_at": created_at,
+                     "issuer": issuer})
     return rows
 
 

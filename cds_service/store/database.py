@@ -33,13 +33,17 @@ from cds_service.store.schema import SCHEMA_VERSION, StoreUnavailable, ensure_sc
 __all__ = ["SCHEMA_VERSION", "DECISION_COLUMNS", "Store", "StoreUnavailable", "open_backend"]
 
 DECISION_COLUMNS = ("card_uuid", "service_id", "hook", "hook_instance", "order_ref", "program", "guideline",
-                    "indication", "outcome", "suggestion_uuids", "created_at")
-_INSERT_DECISION = (f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) VALUES ({', '.join('?' * 11)})"
-                    " ON CONFLICT DO NOTHING")
+                    "indication", "outcome", "suggestion_uuids", "created_at", "issuer")
+_INSERT_DECISION = (f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)})"
+                    f" VALUES ({', '.join('?' * len(DECISION_COLUMNS))}) ON CONFLICT DO NOTHING")
 _INSERT_FEEDBACK = (
     "INSERT INTO feedback (dedupe_key, service_id, card_uuid, outcome, outcome_timestamp, accepted_suggestions,"
-    " reason_system, reason_code, reason_display, user_comment, received_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+    " reason_system, reason_code, reason_display, user_comment, received_at, issuer)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+_ISSUED = ("SELECT 1 FROM decisions WHERE card_uuid = ? AND service_id = ? AND issuer = ? AND created_at >= ?")
+# Feedback counts for a card only when it came from the client the card was issued to (rows from
+# before schema version 4 have no issuer on either side and still join).
+_SAME_CLIENT = "COALESCE(l.issuer, '') = COALESCE(d.issuer, '')"
 MIN_FREE_BYTES = 32 << 20   # below this a commit may fail for lack of space: /health says so
 _CLAIM_TOKEN = "INSERT INTO seen_tokens (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 _INSERT_AUDIT = ("INSERT INTO audit (audit_id, created_at, service_id, hook, hook_instance, status, record)"
@@ -47,10 +51,10 @@ _INSERT_AUDIT = ("INSERT INTO audit (audit_id, created_at, service_id, hook, hoo
 _REMEMBER_SHOWN = ("INSERT INTO shown_decisions (fingerprint, shown_at) VALUES (?, ?)"
                    " ON CONFLICT (fingerprint) DO UPDATE SET shown_at = excluded.shown_at")
 
-# Each card's latest feedback item (ties on outcomeTimestamp: the later arrival).  Timestamps are
+# Each card's latest feedback item from each client (ties on outcomeTimestamp: the later arrival).  Timestamps are
 # stored as UTC isoformat strings, so text order is time order.
 _LATEST_FEEDBACK = (
-    "WITH latest AS (SELECT * FROM (SELECT f.*, ROW_NUMBER() OVER (PARTITION BY card_uuid"
+    "WITH latest AS (SELECT * FROM (SELECT f.*, ROW_NUMBER() OVER (PARTITION BY card_uuid, COALESCE(issuer, '')"
     " ORDER BY outcome_timestamp DESC, id DESC) AS latest_first FROM feedback f) ranked"
     " WHERE latest_first = 1) "
 )
@@ -118,13 +122,14 @@ class Store:
 
     def record_decision(self, card_uuid: str, service_id: str, hook: str, hook_instance: str, order_ref: str | None,
                         program: str | None, guideline: str | None, indication: str | None, outcome: str,
-                        suggestion_uuids: list[str], created_at: str) -> bool:
-        """Record what a card decided; a second call with the same card_uuid changes nothing.
+                        suggestion_uuids: list[str], created_at: str, issuer: str | None = None) -> bool:
+        """Record what a card decided (and the client it was issued to); a second call with the
+        same card_uuid changes nothing.
 
         Returns True if the row was new.
         """
         row = dict(zip(DECISION_COLUMNS, (card_uuid, service_id, hook, hook_instance, order_ref, program,
-                                          guideline, indication, outcome, suggestion_uuids, created_at)))
+                                          guideline, indication, outcome, suggestion_uuids, created_at, issuer)))
         return self._db.run(lambda c: _insert_decision(c, row))
 
     def record_hook_call(self, decisions: list[dict], audit: dict, shown: ShownRows | None = None) -> int:
@@ -166,8 +171,13 @@ class Store:
 
     # -- feedback --------------------------------------------------------------------------
 
-    def record_feedback(self, service_id: str, item: FeedbackItem, received_at: str) -> bool:
-        """Store one feedback item unless the same feedback is already stored.
+    def card_issued(self, card_uuid: str, service_id: str, issuer: str, since: str) -> bool:
+        """Whether ``service_id`` issued this card to the client ``issuer`` at or after ``since``
+        (UTC isoformat): feedback is taken only for such cards."""
+        return bool(self._rows(_ISSUED, (card_uuid, service_id, issuer, since)))
+
+    def record_feedback(self, service_id: str, item: FeedbackItem, received_at: str, issuer: str | None = None) -> bool:
+        """Store one feedback item (from the client ``issuer``) unless the same feedback is already stored.
 
         "The same" means same service, card, outcome, outcomeTimestamp (as an instant),
         accepted suggestion ids (as a set), reason system+code and comment.  Returns True if
@@ -182,7 +192,7 @@ class Store:
         key = hashlib.sha256(json.dumps(key_fields, separators=(",", ":")).encode()).hexdigest()
         params = (key, service_id, item.card, item.outcome, timestamp, json.dumps(list(item.accepted_suggestions)),
                   reason.system if reason else None, reason.code if reason else None,
-                  reason.display if reason else None, item.user_comment, received_at)
+                  reason.display if reason else None, item.user_comment, received_at, issuer)
         return self._db.run(lambda c: c.execute(_INSERT_FEEDBACK, params).rowcount == 1)
 
     def feedback_for_card(self, card_uuid: str) -> list[dict]:
@@ -243,7 +253,7 @@ class Store:
             " COUNT(CASE WHEN l.outcome = 'accepted' THEN 1 END) AS accepted,"
             " COUNT(CASE WHEN l.outcome = 'overridden' THEN 1 END) AS overridden,"
             " COUNT(CASE WHEN l.card_uuid IS NULL THEN 1 END) AS no_feedback"
-            " FROM decisions d LEFT JOIN latest l ON l.card_uuid = d.card_uuid"
+            f" FROM decisions d LEFT JOIN latest l ON l.card_uuid = d.card_uuid AND {_SAME_CLIENT}"
             " GROUP BY d.program, d.guideline, d.indication, d.outcome")
         return sorted(rows, key=lambda r: _order(r, "program", "guideline", "indication", "outcome"))
 
@@ -259,7 +269,7 @@ class Store:
             _LATEST_FEEDBACK + "SELECT d.program, d.guideline, d.indication, d.outcome,"
             " l.reason_system, l.reason_code, MAX(l.reason_display) AS reason_display,"
             " COUNT(*) AS overrides, COUNT(l.user_comment) AS with_comment"
-            " FROM decisions d JOIN latest l ON l.card_uuid = d.card_uuid WHERE l.outcome = 'overridden'"
+            f" FROM decisions d JOIN latest l ON l.card_uuid = d.card_uuid AND {_SAME_CLIENT} WHERE l.outcome = 'overridden'"
             " GROUP BY d.program, d.guideline, d.indication, d.outcome, l.reason_system, l.reason_code")
         return sorted(rows, key=lambda r: (_order(r, "program", "guideline", "indication", "outcome"),
                                            -r["overrides"], _order(r, "reason_code", "reason_system")))
@@ -269,9 +279,11 @@ class Store:
         return self._scalar("SELECT COUNT(*) FROM decisions")
 
     def count_cards_without_decision(self) -> int:
-        """Cards that have feedback but no stored decision (e.g. decided by another database)."""
-        return self._scalar("SELECT COUNT(DISTINCT card_uuid) FROM feedback"
-                            " WHERE card_uuid NOT IN (SELECT card_uuid FROM decisions)")
+        """Cards that have feedback but no stored decision issued to the client that sent it
+        (decided by another database, or feedback stored before cards were bound to clients)."""
+        return self._scalar("SELECT COUNT(DISTINCT card_uuid) FROM feedback f WHERE NOT EXISTS (SELECT 1 FROM"
+                            " decisions d WHERE d.card_uuid = f.card_uuid AND COALESCE(d.issuer, '') ="
+                            " COALESCE(f.issuer, ''))")
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -297,7 +309,7 @@ class Store:
 
 
 def _insert_decision(cursor, row: dict) -> bool:
-    values = tuple(json.dumps(list(row[k])) if k == "suggestion_uuids" else row[k] for k in DECISION_COLUMNS)
+    values = tuple(json.dumps(list(row[k])) if k == "suggestion_uuids" else row.get(k) for k in DECISION_COLUMNS)
     return cursor.execute(_INSERT_DECISION, values).rowcount == 1
 
 

@@ -3,10 +3,13 @@
 order-select fires while the order is written; order-sign fires when it is signed.  When the
 order has not changed since a decision was shown at order-select, showing the same card again
 at signing only trains clinicians to ignore cards (CRD ``resp-35``).  Each shown decision is
-remembered as a fingerprint — a SHA-256 of the FHIR server, the order resource (as the EHR sent
-it, without extensions) and the decision — in the service's store (SQLite file or PostgreSQL,
-``SPINE_CDS_DATABASE``), so every worker and every instance sharing that database sees it.
-Nothing readable about the patient is stored.
+remembered as a fingerprint — a SHA-256 of the client (JWT issuer), the user (the token's
+``fhirUser`` and ``context.userId``), the FHIR server, the patient, the order resource (as the
+EHR sent it, without extensions) and the decision — in the service's store (SQLite file or
+PostgreSQL, ``SPINE_CDS_DATABASE``), so every worker and every instance sharing that database
+sees it.  Because the client and user are in it, one user's order-select never hides the card
+another user (or another EHR) signs (issue #14, finding 11).  Nothing readable about the patient
+is stored.
 """
 from __future__ import annotations
 
@@ -15,16 +18,17 @@ import json
 import time
 
 from cds_service.engine.decision import Decision
-from cds_service.model import HookRequest
+from cds_service.model import Caller, HookRequest
 from cds_service.store.database import ShownRows, Store
 
 
-def fingerprint(hook: HookRequest, decision: Decision) -> str:
-    """Same order content, same server, same decision → same fingerprint."""
+def fingerprint(hook: HookRequest, decision: Decision, caller: Caller) -> str:
+    """Same client and user, same order content, same server, same decision → same fingerprint."""
     order = {k: v for k, v in decision.order.resource.items() if k not in ("extension", "meta", "text")}
     alternative = decision.alternative_study.cpt if decision.alternative_study else None
-    material = json.dumps([hook.fhir_server, hook.patient_id, order, decision.outcome, decision.indication_id,
-                           alternative, decision.route.program.id], sort_keys=True, default=str)
+    material = json.dumps([caller.issuer, caller.user, hook.user_id, hook.fhir_server, hook.patient_id, order,
+                           decision.outcome, decision.indication_id, alternative, decision.route.program.id],
+                          sort_keys=True, default=str)
     return hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -66,7 +70,7 @@ class ShownDecisions:
 
 
 def drop_repeats(hook: HookRequest, response: dict, decisions: list[Decision],
-                 shown: ShownDecisions) -> tuple[dict, ShownRows | None]:
+                 shown: ShownDecisions, caller: Caller) -> tuple[dict, ShownRows | None]:
     """At order-sign leave out cards already shown; at order-select say what to remember.
 
     Returns the response and the fingerprint rows to store with the call (order-select only;
@@ -74,7 +78,7 @@ def drop_repeats(hook: HookRequest, response: dict, decisions: list[Decision],
     Coverage information (``systemActions``) is kept: order-sign's carries what order-select's
     may not (CRD forbids documentation requests on order-select).
     """
-    prints = {d.order.reference: fingerprint(hook, d) for d in decisions}
+    prints = {d.order.reference: fingerprint(hook, d, caller) for d in decisions}
     if hook.hook == "order-select":
         return response, shown.rows([prints[order_of(card)] for card in response["cards"]])
     kept = [card for card in response["cards"] if not shown.already_shown(prints[order_of(card)])]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from cds_service.errors import CdsConfigError, CdsError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Taken (per transaction) while PostgreSQL creates or migrates tables, so workers and instances
 # starting together do not race on CREATE TABLE.  Any constant unique to this application.
 PG_SCHEMA_LOCK = 0x5350494E45  # "SPINE"
@@ -94,8 +94,17 @@ CREATE TABLE IF NOT EXISTS seen_tokens (
 CREATE INDEX IF NOT EXISTS seen_tokens_expires_at ON seen_tokens (expires_at);
 """
 
+# Version 4: each card remembers the client (JWT issuer) it was issued to, and each feedback
+# item the client that sent it: feedback is taken only for a card this service issued to the
+# same client, and the report joins the two on the issuer too.  Rows from before have no issuer:
+# no feedback is taken for those cards any more (they are older than any feedback window).
+_VERSION_4 = """
+ALTER TABLE decisions ADD COLUMN issuer TEXT;
+ALTER TABLE feedback ADD COLUMN issuer TEXT
+"""
+
 # version -> the DDL that brings a database at version - 1 to it.
-MIGRATIONS = {1: _VERSION_1, 2: _VERSION_2, 3: _VERSION_3}
+MIGRATIONS = {1: _VERSION_1, 2: _VERSION_2, 3: _VERSION_3, 4: _VERSION_4}
 
 
 def statements(ddl: str, dialect: str) -> list[str]:

@@ -1,0 +1,130 @@
+"""State that must hold across the workers of ``spine-cds serve`` (issue #14, findings 7 and 11),
+each reproduced against a real two-worker server.
+
+Every call here opens a new connection (urllib, no keep-alive), so the kernel spreads calls over
+both workers' SO_REUSEPORT sockets; a test that needs both workers to have answered keeps
+calling until they have, and says so if they never did.
+"""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+from fhir_stub import FhirStub, resources_in, without_prefetch
+from served import post, served  # noqa: F401 (served: a fixture the tests take by name)
+from test_shutdown import SELECT, sample
+
+TOKEN = "ehr-token-finding-7"
+MAX_CALLS = 40   # enough for two workers to both answer, by any reasonable spread
+
+
+def test_a_repeated_order_select_reads_the_fhir_server_once_whichever_worker_answers(served):
+    """Finding 7: the patient-data cache lived in each worker, so a repeated order-select made 0
+    FHIR calls only when it landed on the worker that had read the record (4 of 6 went back to
+    the FHIR server).  Now the default cache is on disk, shared by the host's workers."""
+    body = sample()
+    with FhirStub(token=TOKEN) as fhir:
+        fhir.add(*resources_in(body["prefetch"]))
+        app = served(workers=2, SPINE_CDS_ALLOWED_FHIR_SERVERS=fhir.url)
+        app.booted(2)
+        call = without_prefetch(body, fhir.url, TOKEN)
+        pids, rounds = set(), []
+        for n in range(MAX_CALLS):
+            instance = f"00000000-0000-4000-8007-{n:012d}"
+            status, _, answer = post(app.url + SELECT, call | {"hookInstance": instance})
+            assert status == 200 and answer["cards"], answer
+            pids.add(app.pid_of(instance))
+            rounds.append(len(fhir.requests))
+            if n >= 5 and len(pids) == 2:
+                break
+        assert len(pids) == 2, "every call landed on one worker: the test proves nothing"
+        first_round = rounds[0]
+        assert first_round > 0
+        assert len(fhir.requests) == first_round, (
+            f"{len(rounds)} order-selects made {len(fhir.requests)} FHIR requests, one round is {first_round}: "
+            f"requests after each call {rounds}")
+
+
+def _call(url: str, body: dict, token: str | None = None) -> tuple[int, dict | str]:
+    """POST JSON (or GET when body is None); the status and the parsed answer, errors included."""
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method="POST" if data else "GET", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            text = response.read().decode()
+            return response.status, json.loads(text) if "json" in response.headers["Content-Type"] else text
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def _up(url: str) -> bool:
+    try:
+        return _call(url + "/health", None)[0] == 200
+    except OSError:
+        return False
+
+
+def _sign(select: dict, instance: str) -> dict:
+    """The order-sign of the same (unchanged) order an order-select showed."""
+    context = {k: v for k, v in select["context"].items() if k != "selections"}
+    return {**select, "hook": "order-sign", "hookInstance": instance, "context": context}
+
+
+def _as_user(body: dict, user: str, instance: str) -> dict:
+    return {**body, "hookInstance": instance, "context": {**body["context"], "userId": user}}
+
+
+SIGN = "/cds-services/spine-imaging-order-sign"
+
+
+def test_another_users_order_select_never_hides_the_card_a_user_signs(served):
+    """Finding 11: the "already shown" fingerprint ignored who was shown the card, so user B's
+    order-select for the same order left user A's order-sign without its card."""
+    app = served(workers=2)
+    app.booted(2)
+    select = sample()
+    status, _ = _call(app.url + SELECT, _as_user(select, "Practitioner/user-b", "00000000-0000-4000-8011-000000000001"))
+    assert status == 200
+    status, signed = _call(app.url + SIGN, _as_user(_sign(select, "x"), "Practitioner/user-a",
+                                                    "00000000-0000-4000-8011-000000000002"))
+    assert status == 200 and len(signed["cards"]) == 1, "user B's order-select hid user A's card"
+    # The same user signing what they were just shown is not nagged twice (the feature still works).
+    _call(app.url + SELECT, _as_user(select, "Practitioner/user-a", "00000000-0000-4000-8011-000000000003"))
+    status, again = _call(app.url + SIGN, _as_user(_sign(select, "x"), "Practitioner/user-a",
+                                                   "00000000-0000-4000-8011-000000000004"))
+    assert status == 200 and again["cards"] == []
+
+
+def test_feedback_is_taken_only_for_cards_issued_to_the_caller(served, key, jwks, tmp_path):
+    """Finding 11: feedback was stored for card uuids never issued (104 such rows in one run) and
+    for other clients' cards, so any client could skew /report.  Now a card is bound to the
+    issuer it was issued to; feedback for anything else is a 422 and stored nowhere."""
+    import sqlite3
+    import uuid
+    from jwt_helpers import client_jwt
+    ours, theirs = "https://ehr.example.org", "https://other-ehr.example.org"
+    trusted = {ours: jwks.url + "/jwks.json", theirs: jwks.url + "/jwks.json"}
+    app = served(workers=2, SPINE_CDS_AUTH="on", SPINE_CDS_TRUSTED_ISSUERS=json.dumps(trusted))
+    app.wait_until("/health answers", lambda: _up(app.url))
+    feedback_url = app.url + SELECT + "/feedback"
+    status, answer = _call(app.url + SELECT, sample(), client_jwt(key, ours, app.url + SELECT))
+    assert status == 200, answer
+    card = answer["cards"][0]["uuid"]
+    item = {"card": card, "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:00:00Z",
+            "overrideReason": {"userComment": "seen"}}
+
+    status, refused = _call(feedback_url, {"feedback": [item | {"card": str(uuid.uuid4())}]},
+                            client_jwt(key, ours, feedback_url))
+    assert status == 422 and refused["resourceType"] == "OperationOutcome"
+    assert "is not a card this service" in refused["issue"][0]["diagnostics"]
+    status, foreign = _call(feedback_url, {"feedback": [item]}, client_jwt(key, theirs, feedback_url))
+    assert status == 422, "another issuer's feedback was taken for our card"
+    status, taken = _call(feedback_url, {"feedback": [item]}, client_jwt(key, ours, feedback_url))
+    assert (status, taken) == (200, {"received": 1, "stored": 1})
+
+    with sqlite3.connect(tmp_path / "served.sqlite3") as db:
+        assert db.execute("SELECT card_uuid, issuer FROM feedback").fetchall() == [(card, ours)]
+    status, page = _call(app.url + "/report", None, client_jwt(key, ours, app.url + "/report"))
+    assert status == 200 and "no stored decision" not in page
