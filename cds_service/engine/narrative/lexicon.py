@@ -41,8 +41,17 @@ class Lexicon:
     region_words: dict[str, str]    # lower-case word or phrase -> region
     anchors: frozenset[str]         # a sentence without any of these words mentions no concept
     digest: str                     # changes whenever the lexicon does: part of every cache key
+    requirements: dict[str, list[tuple[frozenset[str], ...]]]   # anchor -> the words each of its rules needs
     sections: dict[str, list[str]]  # flag -> sectionizer categories ("family": ["family_history"])
     context_rules: list[dict]       # extra medspaCy ConTextRules (literal, category, direction...)
+
+    def may_mention(self, words: set[str]) -> bool:
+        """Whether a sentence whose words (``WORD`` matches, lower case) are ``words`` can hold a
+        match of any phrase or pattern: one of the anchors is there, and so is a word of every
+        required token of a phrase or pattern it anchors.  Cheap, and never wrong the other way."""
+        found = self.anchors.intersection(words)
+        return any(all(not need or not need.isdisjoint(words) for need in requirement)
+                   for anchor in found for requirement in self.requirements[anchor])
 
     def target_rules(self):
         """medspaCy TargetRules for every phrase and pattern (imported here: spaCy is heavy)."""
@@ -70,11 +79,12 @@ def load_lexicon(path: Path) -> Lexicon:
     region_words = {w.lower(): region for region, words in data.get("region_words", {}).items() for w in words}
     if set(region_words.values()) - set(REGIONS):
         raise CdsConfigError(f"{path}: region_words may only name {', '.join(REGIONS)}")
-    anchors = frozenset(a for c in concepts.values() for a in _anchors(c))
+    requirements = _requirements(concepts.values())
+    anchors = frozenset(requirements)
     sections = data.get("sections", {})
     if set(sections) - {"family", "historical", "hypothetical"}:
         raise CdsConfigError(f"{path}: sections may only mean family, historical or hypothetical")
-    return Lexicon(concepts, region_words, anchors, hashlib.sha256(raw).hexdigest()[:16], sections,
+    return Lexicon(concepts, region_words, anchors, hashlib.sha256(raw).hexdigest()[:16], requirements, sections,
                    list(data.get("context_rules", [])))
 
 
@@ -98,23 +108,54 @@ def _concept(path: Path, entry: dict) -> Concept:
                    frozenset(w.lower() for w in entry.get("context_words", ())))
 
 
-def _anchors(concept: Concept) -> set[str]:
-    """Words of which every match of the concept contains at least one: the longest word of each
-    phrase, and the values of the most selective required literal token of each pattern."""
-    found = {max(WORD.findall(p), key=len) for p in concept.phrases if WORD.findall(p)}
-    for pattern in concept.patterns:
-        found.update(_pattern_anchor(pattern))
+def _requirements(concepts) -> dict[str, list[tuple[frozenset[str], ...]]]:
+    """For each rule (phrase or pattern): the word sets a sentence must meet (one word of each),
+    filed under the rule's anchors (its most selective word, or the words of its most selective
+    required token)."""
+    found: dict[str, list[tuple[frozenset[str], ...]]] = {}
+    for concept in concepts:
+        for phrase in concept.phrases:
+            words = WORD.findall(phrase)
+            if words:
+                found.setdefault(max(words, key=selectivity), []).append(tuple(frozenset({w}) for w in words))
+        for pattern in concept.patterns:
+            needs = tuple(token_words(t) for t in pattern if t.get("OP") in (None, "+"))
+            for anchor in _pattern_anchor(pattern):
+                found.setdefault(anchor, []).append(needs)
     return found
 
 
+def token_words(token: dict) -> frozenset[str]:
+    """Every word any value of a LOWER/IN token holds (empty: the token cannot be checked)."""
+    spec = token.get("LOWER")
+    values = [spec] if isinstance(spec, str) else spec.get("IN", []) if isinstance(spec, dict) else []
+    return frozenset(w for v in values if isinstance(v, str) for w in WORD.findall(v.lower()))
+
+
+FUNCTION_WORDS = frozenset("""a an the and or but of to in on at by for from with without into onto over under
+is are was were be been being has have had do does did not no nor can could will would may might should must
+he she it they we you i his her its their our your this that these those there here as so if then than very""".split())
+"""Words too common to pick as a pattern's anchor: a sentence holding "the" is no candidate."""
+
+
+def selectivity(word: str) -> int:
+    """How rare a word is likely to be in a note: its length, and nothing for a function word."""
+    return 0 if word in FUNCTION_WORDS else len(word)
+
+
 def _pattern_anchor(pattern: tuple[dict, ...]) -> set[str]:
-    best: set[str] = set()
+    """The words of the pattern's most selective required literal token: the one whose least
+    selective word is longest, function words counting as the least selective of all."""
+    best, best_score = set(), -1
     for token in pattern:
-        if token.get("OP") not in (None, "+", "!") or token.get("OP") == "!":
+        if token.get("OP") not in (None, "+"):
             continue
         spec = token.get("LOWER")
         values = [spec] if isinstance(spec, str) else spec.get("IN", []) if isinstance(spec, dict) else []
-        words = {w for v in values for w in WORD.findall(v.lower())[:1]}
-        if words and (not best or min(map(len, words)) > min(map(len, best))):
-            best = words
+        words = {w for v in values if isinstance(v, str) for w in WORD.findall(v.lower())[:1]}
+        if not words:
+            continue
+        score = min(map(selectivity, words))
+        if score > best_score:
+            best, best_score = words, score
     return best

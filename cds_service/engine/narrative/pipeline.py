@@ -15,7 +15,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 
-from cds_service.engine.narrative.lexicon import Lexicon
+from cds_service.engine.narrative.lexicon import WORD, Lexicon
 from cds_service.engine.narrative.sentences import Shortened
 
 FLAGS = ("negated", "family", "historical", "hypothetical", "uncertain")
@@ -91,7 +91,11 @@ def _build(lexicon: Lexicon):
     nlp.add_pipe("sentencizer")
     nlp.add_pipe("spine_cds_line_breaks")
     targets = [variant for rule in lexicon.target_rules() for variant in literal_variants(rule, TargetRule)]
-    nlp.add_pipe("medspacy_target_matcher").add(targets)
+    nlp.add_pipe("medspacy_target_matcher").add([rule for rule in targets if rule.pattern is None])
+    gated = f"spine_cds_patterns_{lexicon.digest}"
+    if gated not in Language.factories:
+        Language.component(gated, func=GatedPatterns(nlp.vocab, [rule for rule in targets if rule.pattern is not None]))
+    nlp.add_pipe(gated)
     context = nlp.add_pipe("medspacy_context", config={"rules": None})
     rules = [*ConTextRule.from_json(_default_context_rules()), *(ConTextRule(**rule) for rule in lexicon.context_rules)]
     context.add([variant for rule in rules for variant in literal_variants(rule, ConTextRule)])
@@ -112,19 +116,24 @@ def literal_variants(rule, kind) -> list:
     pattern = rule.pattern
     if not isinstance(pattern, list) or not pattern:
         return [rule]
-    choices = []
-    for token in pattern:
-        words = _words(token)
-        if words is None:
-            return [rule]
-        choices.append(words)
-    phrases = [""]
-    for words in choices:
-        phrases = [f"{p} {w}".strip() for p in phrases for w in words]
-        if len(phrases) > MAX_VARIANTS:
-            return [rule]
     fields = {k: v for k, v in rule.__dict__.items() if k in _FIELDS[kind.__name__] and v is not None}
-    return [kind(**{**fields, "literal": phrase, "pattern": None}) for phrase in dict.fromkeys(p for p in phrases if p)]
+    choices = [_words(token) for token in pattern]
+    if all(words is not None for words in choices):
+        phrases = _product([[w] if w else [] for w in words] for words in choices)
+        if phrases is not None:
+            return [kind(**{**fields, "literal": " ".join(p), "pattern": None}) for p in dict.fromkeys(map(tuple, phrases)) if p]
+    return [rule]   # words mixed with other tests (REGEX, wildcards): spelled out as LOWER variants, it measured slower
+
+
+def _product(options) -> list[list] | None:
+    """Every concatenation of one option per position; None when there would be too many."""
+    found: list[list] = [[]]
+    for choice in options:
+        choice = list(choice)
+        found = [f + c for f in found for c in choice]
+        if len(found) > MAX_VARIANTS:
+            return None
+    return found
 
 
 def _words(token: dict) -> list[str] | None:
@@ -147,6 +156,45 @@ def _default_context_rules() -> str:
     from pathlib import Path
     import medspacy
     return str(Path(medspacy.__file__).resolve().parents[1] / "resources" / "en" / "context_rules.json")
+
+
+class GatedPatterns:
+    """The lexicon's token patterns, each tried only on sentences that hold a word of every one of
+    its required tokens.
+
+    spaCy's Matcher checks every pattern's predicates on every token, and a pattern mixing words
+    with a regular expression or a wildcard cannot become phrases: on a 60 KB note that was most
+    of the reading time.  Gating by words is exact (a pattern cannot match a sentence that lacks a
+    word it requires); matches join the phrase matches, the longest span winning an overlap as in
+    medspaCy's target matcher."""
+
+    def __init__(self, vocab, rules):
+        from spacy.matcher import Matcher
+        from cds_service.engine.narrative.lexicon import selectivity, token_words
+        self.entries = []
+        self.by_word: dict[str, list[int]] = {}     # a word of each pattern's rarest required token
+        for n, rule in enumerate(rules):
+            matcher = Matcher(vocab)
+            matcher.add(rule.category, [rule.pattern])
+            needs = tuple(w for w in (token_words(t) for t in rule.pattern if t.get("OP") in (None, "+")) if w)
+            self.entries.append((needs, matcher))
+            for word in max(needs, key=lambda need: min(map(selectivity, need)), default=()):
+                self.by_word.setdefault(word, []).append(n)
+        self.ungated = [n for n, (needs, _) in enumerate(self.entries) if not needs]
+
+    def __call__(self, doc):
+        from spacy.util import filter_spans
+        found = []
+        for sentence in doc.sents:
+            words = set(WORD.findall(sentence.text.lower()))
+            candidates = {n for word in words.intersection(self.by_word) for n in self.by_word[word]}
+            for n in sorted(candidates.union(self.ungated)):
+                needs, matcher = self.entries[n]
+                if all(not need.isdisjoint(words) for need in needs):
+                    found.extend(matcher(sentence, as_spans=True))
+        if found:
+            doc.ents = filter_spans([*doc.ents, *found])
+        return doc
 
 
 def _line_breaks(doc):

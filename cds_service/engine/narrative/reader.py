@@ -73,7 +73,7 @@ class NarrativeReader:
         if found is None and cache is not None:
             found = cache.get(key)
         if found is None:
-            shortened = shorten(text, self.lexicon.anchors)
+            shortened = shorten(text, self.lexicon)
             found = [m.to_list() for m in self.pipeline.mentions(shortened)] if shortened else []
             if cache is not None:
                 cache.put(key, found)
@@ -99,8 +99,14 @@ class NarrativeReader:
         return found
 
     def _items(self, text: NoteText, cache: MentionCache | None) -> list[ClinicalItem]:
-        return [self._item(text, mention, concept, regions)
-                for mention, concept, regions in self.found(text.text, cache) if mention.counts]
+        """One item per concept, date, region and status in a note: a note that says "back pain"
+        five times is one piece of evidence (the first sentence is quoted)."""
+        items: dict[tuple, ClinicalItem] = {}
+        for mention, concept, regions in self.found(text.text, cache):
+            if mention.counts:
+                item = self._item(text, mention, concept, regions)
+                items.setdefault((concept.id, item.when, item.status, item.regions), item)
+        return list(items.values())
 
     def _item(self, text: NoteText, mention: Mention, concept: Concept, regions: frozenset[str]) -> ClinicalItem:
         sentence = text.text[mention.sentence_start:mention.sentence_end]

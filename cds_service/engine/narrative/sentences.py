@@ -49,13 +49,13 @@ def spans(text: str) -> list[tuple[int, int]]:
     return [(s, e) for s, e in found if text[s:e].strip()]
 
 
-def shorten(text: str, anchors: frozenset[str]) -> Shortened | None:
+def shorten(text: str, lexicon) -> Shortened | None:
     """The hit sentences and the headers before them; None when no sentence has a lexicon word."""
     pieces: list[tuple[int, int]] = []
     hit = False
     lower = text.lower()
     for start, end in spans(text):
-        if anchors.intersection(WORD.findall(lower, start, end)):
+        if lexicon.may_mention(set(WORD.findall(lower, start, end))):
             pieces.append((start, end))
             hit = True
         elif (header := HEADER.match(text, start, end)) is not None:
