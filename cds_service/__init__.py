@@ -50,7 +50,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     store = Store(settings.database_file)  # one connection per worker, shared with the repeat check
     app.extensions["spine_cds"] = AppState(
         settings=settings, registry=registry,
-        authenticator=ClientAuthenticator(settings, session=session, claim=store.claim_token),
+        authenticator=ClientAuthenticator(settings, claim=store.claim_token),
         gatherer=RecordGatherer(settings, session), store=store, session=session,
         shown=ShownDecisions(store, settings.repeat_window_s))
     if not settings.auth:

@@ -285,3 +285,100 @@ def test_codings_a_client_makes_up_cannot_grow_a_worker(registry):
     assert tagger._chars <= tagging.MEMO_CHARS and len(tagger._memo) < 60_000
     real = {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "M54.16"}]}
     assert "icd10-sct-lumbar-radiculopathy" in tagger.tags(real)[0]   # lookups still answer
+
+
+def _call(url: str, token: str, n: int, timeout: float = 30) -> int:
+    """One hook call with ``token``; its status (each call a new connection, any worker)."""
+    import json
+    import urllib.request
+    body = sample() | {"hookInstance": f"00000000-0000-4000-8000-{n:012d}"}
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_a_trickling_jwks_host_does_not_freeze_authentication(served, key):
+    """Finding 4: one trusted JWKS host sending a byte a second plus forged tokens with unknown
+    kids blocked valid calls for minutes (the per-URL lock was held during a download bounded
+    only per socket read).  Here both workers are refreshing from a host that would trickle for
+    two minutes while calls whose key is cached keep answering, and every download ends within
+    its bound.  Without the fix the valid calls time out (10 s, against tens of milliseconds)."""
+    import time
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt_helpers import TricklingJwks, client_jwt, public_jwk
+    from cds_service.protocol.jwks import FETCH_DEADLINE_S, READ_TIMEOUT_S
+    issuer = "https://ehr.example.org"
+    host = TricklingJwks({"keys": [public_jwk(key, "k1", "ES384")]}, seconds=120)
+    try:
+        import json
+        app = served(workers=2, SPINE_CDS_AUTH="on", SPINE_CDS_TRUSTED_ISSUERS=json.dumps({issuer: host.url}),
+                     SPINE_CDS_JWKS_REFRESH_INTERVAL_S="1")   # the attacker's best case: a refresh whenever allowed
+        app.wait_until("/health answers", lambda: _health(app.url) == 200)
+        url = app.url + SELECT
+        n = 0
+        while len({r["pid"] for r in app.records() if r.get("logger") == "cds_service.access" and r.get("status") == 200}) < 2:
+            n += 1
+            assert n < 60, "the calls never reached both workers"
+            assert _call(url, client_jwt(key, issuer, url), n) == 200   # both workers cache the key
+        host.trickle()
+        forger = ec.generate_private_key(ec.SECP384R1())
+        forged: list[int] = []
+
+        def forge() -> None:   # until both workers are downloading (refreshes are rate-limited)
+            ends = time.monotonic() + 60
+            while len(host.connections) < 2 and time.monotonic() < ends:
+                forged.append(_call(url, client_jwt(forger, issuer, url, kid="forged"), 1000 + len(forged)))
+                time.sleep(0.2)
+
+        threads = [threading.Thread(target=forge) for _ in range(3)]
+        for t in threads:
+            t.start()
+        app.wait_until("both workers refresh from the trickling host", lambda: len(host.connections) >= 2)
+        answered_while_fetching = 0
+        for m in range(6):
+            assert _call(url, client_jwt(key, issuer, url), 2000 + m, timeout=10) == 200
+            answered_while_fetching += host.open_now() > 0
+        for t in threads:
+            t.join(60)
+        assert answered_while_fetching, "no valid call overlapped a download: the test proved nothing"
+        assert forged and set(forged) == {401}
+        app.wait_until("every download ended", lambda: host.open_now() == 0)
+        bound = FETCH_DEADLINE_S + READ_TIMEOUT_S
+        assert all(closed - opened < 3 * bound for opened, closed in host.connections), host.connections
+    finally:
+        host.close()
+
+
+def test_a_self_hosted_sandbox_key_set_is_used_whatever_jku_the_token_names(served, key, jwks, listener):
+    """Finding 14: the real sandbox always sends ``jku: https://sandbox.cds-hooks.org/...``; an
+    operator who maps that issuer to a local copy of its keys got 401 on every call.  Now the
+    configured URL decides and the token's jku is never fetched (here it names a listener that
+    counts connections).  At start each configured JWKS is fetched once and one line per issuer
+    says whether it is usable."""
+    import json
+    import time
+    import uuid
+    import jwt
+    sandbox, broken = "https://sandbox.cds-hooks.org", "https://ehr.example.org"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    elsewhere = listener()
+    app = served(workers=2, SPINE_CDS_AUTH="on", SPINE_CDS_TRUSTED_ISSUERS=json.dumps(
+        {sandbox: jwks.url + "/jwks.json", broken: f"http://127.0.0.1:{closed_port}/jwks.json"}))
+    app.wait_until("/health answers", lambda: _health(app.url) == 200)
+    checks = [r for r in app.records() if r.get("event") == "jwks-check"]
+    assert len(checks) == 2, checks
+    by_issuer = {next(i for i in (sandbox, broken) if i in r["message"]): r for r in checks}
+    assert "is usable (1 signing key(s))" in by_issuer[sandbox]["message"]
+    assert "NOT usable" in by_issuer[broken]["message"] and by_issuer[broken]["level"] == "WARNING"
+    url = app.url + SELECT
+    now = int(time.time())
+    token = jwt.encode({"iss": sandbox, "aud": url, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}, key,
+                       algorithm="ES384", headers={"kid": "k1", "jku": f"http://127.0.0.1:{elsewhere.port}/.well-known/jwks.json"})
+    assert _call(url, token, 1) == 200
+    assert elsewhere.received == [], "the token's jku was fetched"

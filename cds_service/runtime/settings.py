@@ -113,7 +113,7 @@ class Settings:
     )
     trusted_issuers: dict = setting(
         "SPINE_CDS_TRUSTED_ISSUERS", json.dumps({SANDBOX_ISSUER: SANDBOX_JWKS}), _issuers,
-        'JSON object {"<iss>": "<jwks url>"}: the CDS clients we accept and where their public keys are. A token\'s own jku is never fetched unless it equals this URL.',
+        'JSON object {"<iss>": "<jwks url>"}: the CDS clients we accept and where their public keys are. A token\'s own jku is ignored (never fetched): this URL decides.',
     )
     allowed_fhir_servers: tuple = setting(
         "SPINE_CDS_ALLOWED_FHIR_SERVERS", (), _url_list,
@@ -134,6 +134,10 @@ class Settings:
     jwks_cache_ttl_s: float = setting(
         "SPINE_CDS_JWKS_CACHE_TTL_S", 3600.0, _positive_float,
         "How long a trusted issuer's JWKS is cached before it is fetched again (an unknown kid triggers one refresh).",
+    )
+    jwks_refresh_interval_s: float = setting(
+        "SPINE_CDS_JWKS_REFRESH_INTERVAL_S", 10.0, _positive_float,
+        "Fewest seconds between two fetches of one JWKS URL by a worker, whatever triggers them (unknown kids, expiry, a failed fetch): forged tokens cannot make us hammer an issuer's host.",
     )
     fhir_timeout_s: float = setting(
         "SPINE_CDS_FHIR_TIMEOUT_S", 2.5, _positive_float,

@@ -3,7 +3,8 @@ of serving share: ``spine-cds serve`` (:func:`run`) and the image's docker/gunic
 
 * :func:`on_starting` (master, before any worker): gives prometheus_client's multiprocess mode a
   fresh folder in ``PROMETHEUS_MULTIPROC_DIR`` — it must be set before a worker imports
-  prometheus_client, and stale files of an earlier run would inflate the counters.
+  prometheus_client, and stale files of an earlier run would inflate the counters — and logs
+  whether each trusted issuer's JWKS is usable (:func:`check_issuers`).
 * :func:`post_worker_init` (worker, app loaded): ``gc.freeze()`` — the guideline registry and
   value-set index are immutable for the worker's life; freezing them keeps every full garbage
   collection (which large request bodies trigger) from re-scanning their objects.
@@ -166,6 +167,21 @@ def _alive(pid: int) -> bool:
 def on_starting(server) -> None:
     prepare_metrics_dir()
     _warn_if_grace_too_short(server.cfg.graceful_timeout)
+    check_issuers()
+
+
+def check_issuers() -> None:
+    """Fetch each trusted issuer's JWKS once, in the master, and log whether it is usable (one
+    line per issuer): a wrong or unreachable key set shows at start, not as 401s (finding 14)."""
+    from cds_service.errors import CdsConfigError
+    from cds_service.protocol.jwks import check_trusted_jwks
+    from cds_service.runtime.settings import load_settings
+    try:
+        settings = load_settings()
+    except CdsConfigError:
+        return  # the workers will refuse to start with the setting's own message
+    if settings.auth:
+        check_trusted_jwks(settings.trusted_issuers)
 
 
 def post_worker_init(worker) -> None:
