@@ -31,6 +31,14 @@ class CdsBadRequest(CdsError):
     code = "invalid"
 
 
+AUTH_FAILED = (
+    "Authentication failed. Send 'Authorization: Bearer <JWT>' signed (ES384 or RS384) with a key of an issuer "
+    "this service trusts (SPINE_CDS_TRUSTED_ISSUERS), aud the URL of this endpoint as the operator configured it "
+    "(SPINE_CDS_PUBLIC_BASE_URL, else the address the server listens on, not the Host you send), a current iat "
+    "and exp and a jti never used before; the service's log says which check failed.")
+"""The same text for every authentication failure, so it reveals nothing about why (the reason is logged)."""
+
+
 class CdsAuthError(CdsError):
     """The CDS client could not be authenticated (HTTP 401, no detail to the caller)."""
 
@@ -38,7 +46,7 @@ class CdsAuthError(CdsError):
     code = "login"
 
     def __init__(self, reason: str):
-        super().__init__("Authentication failed.")
+        super().__init__(AUTH_FAILED)
         self.reason = reason  # for the log only; never sent to the caller
 
 

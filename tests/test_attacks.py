@@ -382,3 +382,40 @@ def test_a_self_hosted_sandbox_key_set_is_used_whatever_jku_the_token_names(serv
                        algorithm="ES384", headers={"kid": "k1", "jku": f"http://127.0.0.1:{elsewhere.port}/.well-known/jwks.json"})
     assert _call(url, token, 1) == 200
     assert elsewhere.received == [], "the token's jku was fetched"
+
+
+def test_aud_does_not_follow_the_host_header(served, key, jwks):
+    """Finding 5: with SPINE_CDS_PUBLIC_BASE_URL unset, aud was checked against the request URL,
+    which the client's Host header makes: a token for ``http://other-cds.example/...`` sent with
+    ``Host: other-cds.example`` was accepted, and X-Forwarded-* were trusted from any local peer.
+    Now aud must name the server's own address (or a configured URL): 401, with a body that says
+    what to do; the same call with a token for this server's address is accepted."""
+    import json
+    import urllib.request
+    from jwt_helpers import client_jwt
+    from cds_service.errors import AUTH_FAILED
+    issuer = "https://ehr.example.org"
+    app = served(workers=2, SPINE_CDS_AUTH="on", SPINE_CDS_TRUSTED_ISSUERS=json.dumps({issuer: jwks.url + "/jwks.json"}))
+    app.wait_until("/health answers", lambda: _health(app.url) == 200)
+
+    def call(aud: str, headers: dict, n: int) -> tuple[int, dict]:
+        body = sample() | {"hookInstance": f"00000000-0000-4000-8000-{n:012d}"}
+        request = urllib.request.Request(app.url + SELECT, data=json.dumps(body).encode(), method="POST", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {client_jwt(key, issuer, aud)}", **headers})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+    other = "http://other-cds.example" + SELECT
+    for n in range(4):   # several calls: both workers
+        status, answer = call(other, {"Host": "other-cds.example"}, n)
+        assert status == 401, answer
+        assert answer["issue"][0]["diagnostics"] == AUTH_FAILED and "SPINE_CDS_PUBLIC_BASE_URL" in AUTH_FAILED
+        status, _ = call("https://other-cds.example" + SELECT, {"Host": "other-cds.example", "X-Forwarded-Proto": "https",
+                                                                "X-Forwarded-Host": "other-cds.example"}, 10 + n)
+        assert status == 401
+        assert call(app.url + SELECT, {"Host": "other-cds.example"}, 20 + n)[0] == 200
+        assert call(f"http://localhost:{app.port}" + SELECT, {}, 30 + n)[0] == 200
+    assert any("aud does not name" in r["message"] for r in app.records())

@@ -18,10 +18,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from cds_service.protocol.auth import ClientAuthenticator, audience_for
+from cds_service.protocol.audience import audiences
+from cds_service.protocol.auth import ClientAuthenticator
 from cds_service.protocol.jwks import FETCH_DEADLINE_S, READ_TIMEOUT_S, KeySets, fetch_jwks
 from jwt_helpers import JwksServer, TricklingJwks, public_jwk
-from cds_service.errors import CdsAuthError
+from cds_service.errors import AUTH_FAILED, CdsAuthError
 from cds_service.runtime.settings import load_settings
 
 ISS = "https://issuer.test"
@@ -133,7 +134,7 @@ def reject(auth, token: str | None, audience: str = AUD, *, header: str | None =
     with pytest.raises(CdsAuthError) as info:
         auth.verify(authorization, audience)
     exc = info.value
-    assert exc.status == 401 and exc.message == "Authentication failed."
+    assert exc.status == 401 and exc.message == AUTH_FAILED
     if token:
         assert token not in exc.reason and token not in str(exc)
         for part in token.split("."):
@@ -474,15 +475,40 @@ def test_tampered_signature_refused(auth, mint):
     assert reject(auth, token).startswith("token rejected")
 
 
-# --- audience_for ------------------------------------------------------------------------------
+# --- audiences (finding 5) ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("request_url, base, path, expected", [
-    ("http://10.0.0.5:8000/cds-services/x?debug=1", "", "/cds-services/x",
-     "http://10.0.0.5:8000/cds-services/x"),
-    ("http://10.0.0.5:8000/cds-services/x", "https://cds.example.org", "/cds-services/x",
-     "https://cds.example.org/cds-services/x"),
-    ("http://10.0.0.5:8000/cds-services", "https://cds.example.org/spine/", "/cds-services",
-     "https://cds.example.org/spine/cds-services"),
-])
-def test_audience_for(request_url, base, path, expected):
-    assert audience_for(request_url, base, path) == expected
+class _Sock:
+    def __init__(self, local):
+        self.local = local
+
+    def getsockname(self):
+        return self.local
+
+
+def test_aud_is_checked_against_the_servers_own_address_never_the_host_header():
+    environ = {"gunicorn.socket": _Sock(("127.0.0.1", 8080)), "HTTP_HOST": "other-cds.example",
+               "SERVER_NAME": "other-cds.example", "SERVER_PORT": "80", "wsgi.url_scheme": "https"}
+    found = audiences(environ, "/cds-services/x", "", ())
+    assert "http://127.0.0.1:8080/cds-services/x" in found and "http://localhost:8080/cds-services/x" in found
+    assert not any("other-cds.example" in url or url.startswith("https") for url in found)
+
+
+def test_a_configured_public_url_is_the_only_audience():
+    environ = {"gunicorn.socket": _Sock(("10.0.0.5", 8000))}
+    assert audiences(environ, "/cds-services/x", "https://cds.example.org/spine/", ()) == (
+        "https://cds.example.org/spine/cds-services/x",)
+
+
+def test_forwarding_headers_count_only_from_a_trusted_proxy():
+    environ = {"gunicorn.socket": _Sock(("10.0.0.5", 8000)), "REMOTE_ADDR": "10.0.0.9",
+               "HTTP_X_FORWARDED_HOST": "cds.example.org", "HTTP_X_FORWARDED_PROTO": "https"}
+    assert "https://cds.example.org/x" not in audiences(environ, "/x", "", ())
+    assert "https://cds.example.org/x" not in audiences(environ, "/x", "", ("10.0.1.0/24",))
+    assert "https://cds.example.org/x" in audiences(environ, "/x", "", ("10.0.0.0/24",))
+    environ["HTTP_X_FORWARDED_HOST"] = "evil.example/@x"
+    assert not any("evil" in url for url in audiences(environ, "/x", "", ("10.0.0.9",)))
+
+
+def test_without_gunicorn_the_configured_server_name_counts():
+    environ = {"SERVER_NAME": "localhost", "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+    assert audiences(environ, "/x", "", ()) == ("http://localhost/x", "http://localhost:80/x")

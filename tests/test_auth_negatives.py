@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds_service import close_app
 from cds_service import create_app
+from cds_service.errors import AUTH_FAILED
 from jwt_helpers import JwksServer, public_jwk
 
 ISSUER = "https://ehr.example.org"
@@ -130,7 +131,7 @@ def assert_bare_401(response) -> None:
     """Check 9: a 401 that says nothing about why."""
     assert response.status_code == 401, response.get_json()
     assert response.get_json() == {"resourceType": "OperationOutcome",
-                                   "issue": [{"severity": "error", "code": "login", "diagnostics": "Authentication failed."}]}
+                                   "issue": [{"severity": "error", "code": "login", "diagnostics": AUTH_FAILED}]}
 
 
 def test_9_no_token_is_a_bare_401(client):

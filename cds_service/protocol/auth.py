@@ -31,19 +31,12 @@ REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "jti")
 MAX_SEEN_JTIS = 200_000  # ~55 calls/s for an hour; beyond that the oldest jtis are forgotten
 
 
-def audience_for(request_url: str, public_base_url: str, path: str) -> str:
-    """The URL the client called, which the JWT ``aud`` must name.
-
-    Behind a proxy the request URL we see is not the one the client used, so the configured
-    public base URL wins; otherwise the request URL without query string or fragment.
-    """
-    if public_base_url:
-        return public_base_url.rstrip("/") + "/" + path.lstrip("/")
-    return request_url.split("#", 1)[0].split("?", 1)[0]
-
-
-def _strip_slash(url: str) -> str:
-    return url[:-1] if url.endswith("/") else url
+def _canonical(url: str) -> str:
+    """Scheme and host lower-cased, one trailing '/' dropped: how aud values compare."""
+    url = url[:-1] if url.endswith("/") else url
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}{sep}{host.lower()}{slash}{path}" if sep else url
 
 
 class ClientAuthenticator:
@@ -70,7 +63,7 @@ class ClientAuthenticator:
         # cache above is only for an authenticator made without one (tests, embedding).
         self._claim = claim
 
-    def verify(self, authorization: str | None, audience: str) -> dict:
+    def verify(self, authorization: str | None, audience: str | tuple[str, ...]) -> dict:
         """Return the verified claims or raise CdsAuthError(reason).
 
         Cheap, offline checks come first (header, alg, trusted iss) so that a forged token
@@ -171,13 +164,16 @@ class ClientAuthenticator:
             raise CdsAuthError("token too old (iat)")
 
     @staticmethod
-    def _check_audience(aud, audience: str) -> None:
-        """``aud`` (string or list) must name exactly the URL called, give or take one '/'."""
+    def _check_audience(aud, audience: str | tuple[str, ...]) -> None:
+        """``aud`` (string or list) must name exactly one of the URLs this endpoint is known by
+        (audience.py: configured or our own address, never the client's Host), give or take one
+        '/'; scheme and host compare case-insensitively."""
         auds = [aud] if isinstance(aud, str) else aud
         if not isinstance(auds, list) or not all(isinstance(a, str) for a in auds):
             raise CdsAuthError("aud is not a string or list of strings")
-        if _strip_slash(audience) not in {_strip_slash(a) for a in auds}:
-            raise CdsAuthError("aud does not match the endpoint called")
+        expected = {_canonical(a) for a in ((audience,) if isinstance(audience, str) else audience)}
+        if expected.isdisjoint(_canonical(a) for a in auds):
+            raise CdsAuthError("aud does not name this service's configured or own URL")
 
     def _check_replay(self, iss: str, jti) -> None:
         """Refuse a second use of (iss, jti) while the token could still be accepted."""

@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cds_service.store.audit import decision_rows, failed_call_record, hook_call_record
-from cds_service.protocol.auth import audience_for
+from cds_service.protocol.audience import audiences
 from cds_service.protocol.discovery import SERVICES, discovery_document
 from cds_service.errors import CdsBadRequest, CdsError, CdsNotFound
 from cds_service.store.feedback import parse_feedback
@@ -103,8 +103,9 @@ def _service(service_id: str) -> dict:
 def _authenticate() -> None:
     st = state()
     if st.settings.auth:
+        path = request.path if st.settings.public_base_url else request.script_root + request.path
         st.authenticator.verify(request.headers.get("Authorization"),
-                                audience_for(request.url, st.settings.public_base_url, request.path))
+                                audiences(request.environ, path, st.settings.public_base_url, st.settings.trusted_proxies))
 
 
 def _json_body() -> object:

@@ -50,6 +50,12 @@ def _url_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip().rstrip("/") for item in items if item.strip())
 
 
+def _networks(text: str) -> tuple[str, ...]:
+    import ipaddress
+    items = list(text) if isinstance(text, (list, tuple)) else str(text).split(",")
+    return tuple(str(ipaddress.ip_network(item.strip(), strict=False)) for item in items if item.strip())
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -197,7 +203,11 @@ class Settings:
     )
     public_base_url: str = setting(
         "SPINE_CDS_PUBLIC_BASE_URL", "", _text,
-        "Base URL clients call us at (e.g. https://cds.example.org) when behind a proxy; the JWT aud is checked against it. Empty: the URL of the request.",
+        "Base URL clients call us at (e.g. https://cds.example.org); the JWT aud must name it. Empty: the address the server listens on (its IP and port, localhost on loopback, its host name), never the Host header a client sends.",
+    )
+    trusted_proxies: tuple = setting(
+        "SPINE_CDS_TRUSTED_PROXIES", (), _networks,
+        "Comma-separated addresses or networks (e.g. 10.0.0.5, 10.0.0.0/24) of proxies whose X-Forwarded-Proto and X-Forwarded-Host name the URL clients called (for the JWT aud); such a proxy must set them itself, not pass on its client's Host. Empty (default): forwarding headers are ignored.",
     )
     today: str = setting(
         "SPINE_CDS_TODAY", "", _iso_date,

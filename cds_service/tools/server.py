@@ -76,7 +76,8 @@ def run(host: str, port: int, workers: int) -> None:
     from cds_service import close_app, create_app
     from cds_service.runtime.logs import gunicorn_logconfig
     from cds_service.runtime.settings import load_settings
-    logconfig = gunicorn_logconfig(load_settings().log_format)
+    settings = load_settings()
+    logconfig = gunicorn_logconfig(settings.log_format)
     dictConfig(logconfig)   # this process logs like the workers from now on (no line twice)
     ensure_port_free(host, port)
     prepare_metrics_dir()
@@ -84,7 +85,7 @@ def run(host: str, port: int, workers: int) -> None:
         close_app(create_app())
         print(f"spine-cds: discovery at http://{host}:{port}/cds-services (Ctrl-C to stop)", flush=True)
         _Gunicorn({"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": THREADS,
-                   "reuse_port": True,
+                   "reuse_port": True, "forwarded_allow_ips": ",".join(settings.trusted_proxies),
                    "timeout": 30, "graceful_timeout": GRACEFUL_TIMEOUT_S, "accesslog": None,
                    "logconfig_dict": logconfig, "on_starting": on_starting, "post_worker_init": post_worker_init,
                    "worker_exit": worker_exit, "child_exit": child_exit, "on_exit": on_exit}).run()
