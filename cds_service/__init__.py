@@ -9,6 +9,7 @@ from typing import Any
 import requests
 from flask import Flask
 
+from cds_service.protocol.arrival import stamp_arrival
 from cds_service.protocol.auth import ClientAuthenticator
 from cds_service.protocol.cors import init_cors
 from cds_service.protocol.error_handlers import register_error_handlers
@@ -44,6 +45,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = load_settings(config)
     configure_logging(settings)
     app = Flask(__name__)
+    app.wsgi_app = stamp_arrival(app.wsgi_app)   # first: the deadline counts from the arrival
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     session = requests.Session()
     registry = load_registry(settings.mappings_dir, settings.valuesets_dir, settings.default_program)

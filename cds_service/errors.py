@@ -15,9 +15,11 @@ class CdsError(Exception):
     status = 500
     code = "exception"
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
+        self.headers = dict(headers or {})   # e.g. Retry-After on a 503
         if status is not None:
             self.status = status
         if code is not None:

@@ -419,3 +419,76 @@ def test_aud_does_not_follow_the_host_header(served, key, jwks):
         assert call(app.url + SELECT, {"Host": "other-cds.example"}, 20 + n)[0] == 200
         assert call(f"http://localhost:{app.port}" + SELECT, {}, 30 + n)[0] == 200
     assert any("aud does not name" in r["message"] for r in app.records())
+
+
+class Silent:
+    """A FHIR server that accepts connections and never answers (every search runs to its timeout)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._hold, daemon=True).start()
+
+    def _hold(self) -> None:
+        while True:
+            try:
+                self.held.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        for conn in self.held:
+            conn.close()
+        self.sock.close()
+
+
+def test_the_deadline_counts_from_the_calls_arrival(served):
+    """Finding 10: SPINE_CDS_DEADLINE_S counted from the start of data gathering, so a call that
+    waited for a worker answered after 10.5 s.  Here one worker (two threads) gets six calls at
+    once whose FHIR server never answers: each holds a thread for the whole deadline, so four
+    wait.  Each answer must respect the deadline measured from arrival: a 200 whose record was
+    gathered by arrival + deadline (the server's own log; a generous 1.5x for a busy machine),
+    or a 503 with Retry-After when the wait alone used the deadline up.  Without the fix all six
+    answer 200, the last about three deadlines after it arrived."""
+    import json
+    import re
+    import urllib.request
+    deadline = 1.5
+    fhir = Silent()
+    try:
+        base = f"http://127.0.0.1:{fhir.port}/fhir"
+        app = served(workers=1, SPINE_CDS_DEADLINE_S=str(deadline), SPINE_CDS_ALLOWED_FHIR_SERVERS=base)
+        app.booted(1)
+        answers: dict[int, tuple[int, dict, dict]] = {}
+
+        def call(n: int) -> None:
+            body = _without_prefetch(base) | {"hookInstance": f"00000000-0000-4000-8000-{n:012d}"}
+            request = urllib.request.Request(app.url + SELECT, data=json.dumps(body).encode(), method="POST",
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    answers[n] = (response.status, dict(response.headers), json.load(response))
+            except urllib.error.HTTPError as exc:
+                answers[n] = (exc.code, dict(exc.headers), json.load(exc))
+
+        threads = [threading.Thread(target=call, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        statuses = sorted(status for status, _, _ in answers.values())
+        assert len(answers) == 6 and set(statuses) <= {200, 503}, statuses
+        shed = [(headers, body) for status, headers, body in answers.values() if status == 503]
+        assert shed, f"no call was shed although four waited a whole deadline: {statuses}"
+        for headers, body in shed:
+            assert headers.get("Retry-After", "").isdigit(), headers
+            assert "SPINE_CDS_DEADLINE_S" in body["issue"][0]["diagnostics"]
+        after_arrival = [float(m.group(1)) for r in app.records()
+                         if (m := re.search(r"\((\d+) ms after the call arrived\)", r["message"]))]
+        assert len(after_arrival) == statuses.count(200)
+        assert all(ms <= 1.5 * deadline * 1000 for ms in after_arrival), after_arrival
+    finally:
+        fhir.close()

@@ -183,7 +183,7 @@ class Settings:
     )
     deadline_s: float = setting(
         "SPINE_CDS_DEADLINE_S", 2.8, _positive_float,
-        "Longest time a hook call waits for the EHR's FHIR server, in seconds; searches still running then are abandoned and the card says the check could not complete (CRD indeterminate, reason technical).",
+        "Longest time a hook call may take to gather the record, in seconds, counted from the call's arrival (time spent waiting for a worker counts): searches still running then are abandoned and the card says the check could not complete (CRD indeterminate, reason technical); a call that waited the whole deadline for a worker gets 503 with Retry-After.",
     )
     mappings_dir: Path = setting(
         "SPINE_CDS_MAPPINGS_DIR", str(_REPO_ROOT / "mappings"), _path,
