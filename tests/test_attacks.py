@@ -27,9 +27,9 @@ TOKEN = "secret-ehr-token-for-the-fhir-server"
 class Listener:
     """A TCP listener that records every connection and the first bytes each one sends."""
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.sock = socket.socket()
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.received: list[bytes] = []
@@ -47,6 +47,10 @@ class Listener:
                     self.received.append(conn.recv(4096))
                 except OSError:
                     self.received.append(b"")
+
+    @classmethod
+    def on(cls, host: str, port: int) -> "Listener":
+        return cls(host, port)
 
     def close(self) -> None:
         self.sock.close()
@@ -492,3 +496,41 @@ def test_the_deadline_counts_from_the_calls_arrival(served):
         assert all(ms <= 1.5 * deadline * 1000 for ms in after_arrival), after_arrival
     finally:
         fhir.close()
+
+
+def test_dns_rebinding_cannot_move_the_searches_after_the_check(make_app, monkeypatch):
+    """Finding 8: the SSRF guard resolved the host, then requests resolved it again.  A name
+    server answering a public address first and a loopback one next sent the searches, bearer
+    token and all, to the loopback service.  Here the resolver answers 127.0.0.2 (which this
+    test's guard counts as public) once, then 127.0.0.1: everything must go to 127.0.0.2, with
+    the host name kept for TLS (its ClientHello names it), and nothing to 127.0.0.1.  In-process:
+    the resolver is replaced with monkeypatch (no real DNS server needed)."""
+    from cds_service.record import fhir_client
+    name = "fhir.rebind.test"
+    checked = Listener("127.0.0.2")
+    try:
+        rebound = Listener.on("127.0.0.1", checked.port)
+    except OSError:
+        checked.close()
+        pytest.skip("the port is taken on 127.0.0.1")
+    answers: list[str] = []
+    real = socket.getaddrinfo
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        answers.append("127.0.0.2" if not answers else "127.0.0.1")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[-1], port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(fhir_client, "is_public_address", lambda address: address == "127.0.0.2")
+    try:
+        client = make_app(SPINE_CDS_FHIR_TIMEOUT_S="1").test_client()
+        response = client.post(SELECT, json=_without_prefetch(f"https://{name}:{checked.port}/fhir"))
+        assert response.status_code == 200, response.get_json()
+        assert answers[:1] == ["127.0.0.2"]
+        assert checked.received and any(name.encode() in hello for hello in checked.received)
+        assert rebound.received == [], "a search went to the address of a second DNS answer"
+    finally:
+        checked.close()
+        rebound.close()

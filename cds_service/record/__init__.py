@@ -1,5 +1,6 @@
 """Gathering the patient's record: prefetch first, the EHR's FHIR server for what is missing.
 
-prefetch (the templates we ask for), fhir_client (SSRF guard, paging, size caps), cache
+prefetch (the templates we ask for), fhir_client (SSRF guard, paging, size caps), pinning
+(connections go to the addresses the guard checked), cache
 (in-process or Redis), patient_record (prefetch + parallel reads within the deadline).
 """

@@ -122,12 +122,12 @@ class RecordGatherer:
             refuse_if_required_missing(todo)
             return {key: unfetched(got) for key, got in todo.items()}
         try:
-            self._check_server(hook.fhir_server, deadline)
+            checked = self._check_server(hook.fhir_server, deadline)
         except FhirUnavailable as exc:
             log.warning("FHIR server unavailable for %s: %s", sorted(todo), exc.message)
             return {key: unfetched(got) for key, got in todo.items()}
         client = FhirClient(hook.fhir_server, hook.access_token, self._session, self._settings,
-                            deadline=deadline)
+                            deadline=deadline, pinned_to=checked)
         results, futures = self._start(hook, todo, client)
         done, _ = wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
         for key, future in futures.items():
@@ -154,19 +154,21 @@ class RecordGatherer:
         if not missing:
             return
         try:
-            self._check_server(hook.fhir_server, deadline)
-            client = FhirClient(hook.fhir_server, hook.access_token, self._session, self._settings, deadline=deadline)
+            checked = self._check_server(hook.fhir_server, deadline)
+            client = FhirClient(hook.fhir_server, hook.access_token, self._session, self._settings,
+                                deadline=deadline, pinned_to=checked)
             found = tuple(client.read("Organization", ref.split("/", 1)[1]) for ref in missing)
         except (FhirUnavailable, CdsBadRequest) as exc:
             log.warning("payer Organization not read: %s", exc.message)
             return
         data["coverage"] = KeyData(coverage.resources + found, coverage.source)
 
-    def _check_server(self, url: str, deadline: float) -> None:
-        """The SSRF guard resolves the host, and DNS has no timeout of its own: bound it too."""
+    def _check_server(self, url: str, deadline: float) -> tuple[str, ...] | None:
+        """The SSRF guard resolves the host, and DNS has no timeout of its own: bound it too.
+        Returns the addresses it checked, to connect to (never a second DNS answer)."""
         future = self._executor.submit(check_fhir_server_allowed, url, self._settings)
         try:
-            future.result(timeout=max(0.0, deadline - time.monotonic()))
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             future.cancel()
             raise FhirUnavailable("The FHIR server's host was not resolved before the hook's "
