@@ -70,6 +70,14 @@ class CdsConfigError(CdsError):
     """A setting or a mapping file is invalid; raised at start-up."""
 
     code = "exception"
+    label = "configuration error"   # how the spine-cds command introduces the message
+
+
+class CdsNoSpace(CdsConfigError):
+    """The disk where the store lives is full, found at start: not a configuration mistake, so the
+    command says "cannot start" rather than "configuration error"."""
+
+    label = "cannot start"
 
 
 class FhirUnavailable(CdsError):

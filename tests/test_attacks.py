@@ -534,3 +534,56 @@ def test_dns_rebinding_cannot_move_the_searches_after_the_check(make_app, monkey
     finally:
         checked.close()
         rebound.close()
+
+
+def test_starting_on_a_full_disk_names_the_full_disk(tmp_path):
+    """Finding 12: starting on a full disk blamed the database file ("cannot read … as a
+    spine-cds database (database or disk is full); … move this one away").  Now one line names
+    the disk and its free space and says what to do; exit 2.  The disk is a real, filled tmpfs
+    (skipped without the privilege to mount one; the next test injects ENOSPC instead)."""
+    import os
+    import subprocess
+    import sys
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        with open(mount / "filler", "wb") as filler:
+            try:
+                filler.write(b"\0" * (2 << 20))
+            except OSError:
+                pass   # full
+        for env in ({"SPINE_CDS_DATA_DIR": str(mount / "data")}, {"SPINE_CDS_DATABASE": str(mount / "db.sqlite3")}):
+            started = subprocess.run([sys.executable, "-m", "cds_service.tools.cli", "serve", "--port", str(free_port()),
+                                      "--workers", "1"], env={**os.environ, "SPINE_CDS_AUTH": "off", **env},
+                                     capture_output=True, text=True, timeout=120)
+            lines = [line for line in started.stderr.splitlines() if line.startswith("spine-cds:")]
+            assert started.returncode == 2 and len(lines) == 1, started.stderr[-2000:]
+            folder = mount / "data" if "SPINE_CDS_DATA_DIR" in env else mount
+            assert lines[0].startswith(f"spine-cds: cannot start: no space left on the disk of {folder} (0.0 MiB free)")
+            assert "Free some space" in lines[0] and "as a spine-cds database" not in lines[0]
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_no_space_while_creating_the_store_is_reported_as_such(tmp_path, monkeypatch):
+    """The same, without root: the kernel's ENOSPC injected where the store creates its file."""
+    import errno
+    import os
+    from cds_service.errors import CdsNoSpace
+    from cds_service.store import sqlite
+    from cds_service.store.database import Store
+    real_open = os.open
+
+    def full(path, flags, mode=0o777, **kwargs):
+        if flags & os.O_CREAT:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, flags, mode, **kwargs)
+
+    monkeypatch.setattr(sqlite.os, "open", full)
+    with pytest.raises(CdsNoSpace) as refused:
+        Store(str(tmp_path / "data" / "spine-cds.sqlite3"))
+    assert f"no space left on the disk of {tmp_path / 'data'}" in refused.value.message
+    assert "MiB free" in refused.value.message and refused.value.label == "cannot start"
