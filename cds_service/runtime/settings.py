@@ -139,7 +139,7 @@ class Settings:
     )
     jwks_cache_ttl_s: float = setting(
         "SPINE_CDS_JWKS_CACHE_TTL_S", 3600.0, _positive_float,
-        "How long a trusted issuer's JWKS is cached before it is fetched again (an unknown kid triggers one refresh).",
+        "How long a trusted issuer's JWKS is cached before it is fetched again (an unknown kid triggers a refresh, at most once per SPINE_CDS_JWKS_REFRESH_INTERVAL_S).",
     )
     jwks_refresh_interval_s: float = setting(
         "SPINE_CDS_JWKS_REFRESH_INTERVAL_S", 10.0, _positive_float,
