@@ -380,6 +380,7 @@ def test_a_self_hosted_sandbox_key_set_is_used_whatever_jku_the_token_names(serv
     by_issuer = {next(i for i in (sandbox, broken) if i in r["message"]): r for r in checks}
     assert "is usable (1 signing key(s))" in by_issuer[sandbox]["message"]
     assert "NOT usable" in by_issuer[broken]["message"] and by_issuer[broken]["level"] == "WARNING"
+    assert sum(f"127.0.0.1:{closed_port}" in r["message"] for r in app.records()) == 1   # one line per issuer
     url = app.url + SELECT
     now = int(time.time())
     token = jwt.encode({"iss": sandbox, "aud": url, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}, key,

@@ -103,21 +103,29 @@ class KeySets:
 def fetch_jwks(url: str, deadline_s: float = FETCH_DEADLINE_S) -> dict[str, dict] | None:
     """Download and parse one JWKS within ``deadline_s`` (wall clock); None, logged, when the
     host is unreachable, slow, answers anything but 200 JSON, or sends more than the cap."""
+    keys, failure = _fetch(url, deadline_s)
+    if failure:
+        log.warning("could not fetch the JWKS at %s: %s", url, failure)
+    return keys
+
+
+def _fetch(url: str, deadline_s: float) -> tuple[dict[str, dict] | None, str | None]:
+    """(the key set, None) or (None, why not)."""
     try:
-        return parse_jwks(json.loads(_download(url, deadline_s)))
+        return parse_jwks(json.loads(_download(url, deadline_s))), None
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        log.warning("could not fetch the JWKS at %s: %s", url, exc)
-        return None
+        return None, str(exc) or type(exc).__name__
 
 
 def _download(url: str, deadline_s: float) -> bytes:
     """The body of ``GET url``; redirects are not followed (a redirect is an error)."""
     parts = urlsplit(url)
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)   # explicit: an IPv6 host has colons
     if parts.scheme == "https":
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            parts.hostname, parts.port, timeout=READ_TIMEOUT_S, context=ssl.create_default_context(cafile=ca_bundle()))
+            parts.hostname, port, timeout=READ_TIMEOUT_S, context=ssl.create_default_context(cafile=ca_bundle()))
     elif parts.scheme == "http":
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=READ_TIMEOUT_S)
+        conn = http.client.HTTPConnection(parts.hostname, port, timeout=READ_TIMEOUT_S)
     else:
         raise ValueError("not an http(s) URL")
     ends = time.monotonic() + deadline_s
@@ -178,7 +186,7 @@ def check_trusted_jwks(issuers: dict[str, str]) -> list[str]:
     Returns the issuers whose key set is not usable."""
     unusable = []
     for iss, url in issuers.items():
-        keys = fetch_jwks(url)
+        keys, failure = _fetch(url, FETCH_DEADLINE_S)
         if keys:
             log.info("trusted issuer %s: JWKS at %s is usable (%d signing key(s))", iss, url, len(keys),
                      extra={"event": "jwks-check"})
@@ -186,6 +194,6 @@ def check_trusted_jwks(issuers: dict[str, str]) -> list[str]:
             unusable.append(iss)
             log.warning("trusted issuer %s: JWKS at %s is NOT usable (%s); calls from this issuer get 401 until "
                         "it answers with its signing keys: check SPINE_CDS_TRUSTED_ISSUERS and that the URL is "
-                        "reachable from this service", iss, url, "no signing keys" if keys is not None else "see the line above",
+                        "reachable from this service", iss, url, failure or "it holds no ES384/RS384 signing key",
                         extra={"event": "jwks-check"})
     return unusable
