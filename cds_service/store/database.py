@@ -20,17 +20,16 @@ timestamps are passed in (no clock here).
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 
 from cds_service.store.database_url import is_postgres_url, is_url, mask_url
-from cds_service.errors import CdsConfigError, CdsError, CdsNoSpace
+from cds_service.errors import CdsConfigError, CdsError
 from cds_service.store.feedback import FeedbackItem
 from cds_service.store.schema import SCHEMA_VERSION, StoreUnavailable, ensure_schema
+from cds_service.store.space import no_space
 
 __all__ = ["SCHEMA_VERSION", "DECISION_COLUMNS", "Store", "StoreUnavailable", "open_backend"]
 
@@ -82,13 +81,13 @@ class Store:
         try:
             self._db = open_backend(str(database))
         except CdsError as exc:
-            raise _no_space(str(database), exc) or exc
+            raise no_space(str(database), exc, MIN_FREE_BYTES) or exc
         try:
             self.schema_found = self._db.run(lambda c: ensure_schema(c, self._db.dialect, self._db.location))
         except BaseException as exc:
             self._db.close()
-            if isinstance(exc, CdsError) and (no_space := _no_space(str(database), exc)):
-                raise no_space from exc
+            if isinstance(exc, CdsError) and (full := no_space(str(database), exc, MIN_FREE_BYTES)):
+                raise full from exc
             raise
 
     @property
@@ -325,32 +324,4 @@ def _insert_audit(cursor, audit: dict) -> None:
 def _order(row: dict, *keys: str) -> tuple:
     """Sort key as SQLite's ORDER BY always gave it: NULLs first, then text by code point."""
     return tuple((row[k] is not None, row[k] or "") for k in keys)
-
-
-def _no_space(database: str, exc: BaseException) -> CdsNoSpace | None:
-    """The real cause when a SQLite store could not be created or opened for lack of disk space
-    (issue #14, finding 12): SQLite says "database or disk is full" and the message used to
-    blame the database file, sending the operator after the wrong problem."""
-    if database == ":memory:" or "://" in database or not _out_of_space(exc):
-        return None
-    folder = Path(database).expanduser().parent
-    try:
-        free = f"{shutil.disk_usage(folder).free / (1 << 20):.1f} MiB free"
-    except OSError:
-        free = "free space unknown"
-    return CdsNoSpace(f"no space left on the disk of {folder} ({free}); the database cannot be created or written "
-                      "there. Free some space on that disk, or point SPINE_CDS_DATA_DIR (or SPINE_CDS_DATABASE) at a "
-                      f"disk with room (at least {MIN_FREE_BYTES >> 20} MiB).")
-
-
-def _out_of_space(exc: BaseException | None) -> bool:
-    """Whether ``exc`` or an error it came from is ENOSPC/EDQUOT or SQLite's SQLITE_FULL."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
 
