@@ -92,6 +92,9 @@ class Server(AbstractContextManager):
             try:
                 return post(self.url, body)
             except urllib.error.HTTPError as exc:  # it is up, and it refuses the request: stop now
+                if exc.code == 503:   # a call that waited for a booting worker past its deadline is shed: poll again
+                    time.sleep(0.2)
+                    continue
                 raise SystemExit(f"HTTP {exc.code} from {self.url}: {exc.read()[:500]!r}") from None
             except (OSError, urllib.error.URLError):
                 time.sleep(0.2)

@@ -9,6 +9,7 @@ from typing import Any
 import requests
 from flask import Flask
 
+from cds_service.protocol.arrival import stamp_arrival
 from cds_service.protocol.auth import ClientAuthenticator
 from cds_service.protocol.cors import init_cors
 from cds_service.protocol.error_handlers import register_error_handlers
@@ -50,6 +51,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = load_settings(config)
     configure_logging(settings)
     app = Flask(__name__)
+    app.wsgi_app = stamp_arrival(app.wsgi_app)   # first: the deadline counts from the arrival
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     session = requests.Session()
     registry = load_registry(settings.mappings_dir, settings.valuesets_dir, settings.default_program)
@@ -57,7 +59,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     shared_cache = open_shared_cache(settings)
     app.extensions["spine_cds"] = AppState(
         settings=settings, registry=registry,
-        authenticator=ClientAuthenticator(settings, session=session, claim=store.claim_token),
+        authenticator=ClientAuthenticator(settings, claim=store.claim_token),
         gatherer=RecordGatherer(settings, session, cache=make_cache(settings, shared_cache)), store=store,
         session=session, shown=ShownDecisions(store, settings.repeat_window_s), shared_cache=shared_cache,
         mentions=Namespace(shared_cache, "note-mentions", MENTIONS_TTL_S))

@@ -15,9 +15,11 @@ class CdsError(Exception):
     status = 500
     code = "exception"
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
+        self.headers = dict(headers or {})   # e.g. Retry-After on a 503
         if status is not None:
             self.status = status
         if code is not None:
@@ -31,6 +33,14 @@ class CdsBadRequest(CdsError):
     code = "invalid"
 
 
+AUTH_FAILED = (
+    "Authentication failed. Send 'Authorization: Bearer <JWT>' signed (ES384 or RS384) with a key of an issuer "
+    "this service trusts (SPINE_CDS_TRUSTED_ISSUERS), aud the URL of this endpoint as the operator configured it "
+    "(SPINE_CDS_PUBLIC_BASE_URL, else the address the server listens on, not the Host you send), a current iat "
+    "and exp and a jti never used before; the service's log says which check failed.")
+"""The same text for every authentication failure, so it reveals nothing about why (the reason is logged)."""
+
+
 class CdsAuthError(CdsError):
     """The CDS client could not be authenticated (HTTP 401, no detail to the caller)."""
 
@@ -38,7 +48,7 @@ class CdsAuthError(CdsError):
     code = "login"
 
     def __init__(self, reason: str):
-        super().__init__("Authentication failed.")
+        super().__init__(AUTH_FAILED)
         self.reason = reason  # for the log only; never sent to the caller
 
 
@@ -60,6 +70,14 @@ class CdsConfigError(CdsError):
     """A setting or a mapping file is invalid; raised at start-up."""
 
     code = "exception"
+    label = "configuration error"   # how the spine-cds command introduces the message
+
+
+class CdsNoSpace(CdsConfigError):
+    """The disk where the store lives is full, found at start: not a configuration mistake, so the
+    command says "cannot start" rather than "configuration error"."""
+
+    label = "cannot start"
 
 
 class FhirUnavailable(CdsError):

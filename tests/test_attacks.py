@@ -27,9 +27,9 @@ TOKEN = "secret-ehr-token-for-the-fhir-server"
 class Listener:
     """A TCP listener that records every connection and the first bytes each one sends."""
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.sock = socket.socket()
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.received: list[bytes] = []
@@ -47,6 +47,10 @@ class Listener:
                     self.received.append(conn.recv(4096))
                 except OSError:
                     self.received.append(b"")
+
+    @classmethod
+    def on(cls, host: str, port: int) -> "Listener":
+        return cls(host, port)
 
     def close(self) -> None:
         self.sock.close()
@@ -285,3 +289,302 @@ def test_codings_a_client_makes_up_cannot_grow_a_worker(registry):
     assert tagger._chars <= tagging.MEMO_CHARS and len(tagger._memo) < 60_000
     real = {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "M54.16"}]}
     assert "icd10-sct-lumbar-radiculopathy" in tagger.tags(real)[0]   # lookups still answer
+
+
+def _call(url: str, token: str, n: int, timeout: float = 30) -> int:
+    """One hook call with ``token``; its status (each call a new connection, any worker)."""
+    import json
+    import urllib.request
+    body = sample() | {"hookInstance": f"00000000-0000-4000-8000-{n:012d}"}
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_a_trickling_jwks_host_does_not_freeze_authentication(served, key):
+    """Finding 4: one trusted JWKS host sending a byte a second plus forged tokens with unknown
+    kids blocked valid calls for minutes (the per-URL lock was held during a download bounded
+    only per socket read).  Here both workers are refreshing from a host that would trickle for
+    two minutes while calls whose key is cached keep answering, and every download ends within
+    its bound.  Without the fix the valid calls time out (10 s, against tens of milliseconds)."""
+    import time
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt_helpers import TricklingJwks, client_jwt, public_jwk
+    from cds_service.protocol.jwks import FETCH_DEADLINE_S, READ_TIMEOUT_S
+    issuer = "https://ehr.example.org"
+    host = TricklingJwks({"keys": [public_jwk(key, "k1", "ES384")]}, seconds=120)
+    try:
+        import json
+        app = served(workers=2, SPINE_CDS_AUTH="on", SPINE_CDS_TRUSTED_ISSUERS=json.dumps({issuer: host.url}),
+                     SPINE_CDS_JWKS_REFRESH_INTERVAL_S="1")   # the attacker's best case: a refresh whenever allowed
+        app.wait_until("/health answers", lambda: _health(app.url) == 200)
+        url = app.url + SELECT
+        n = 0
+        while len({r["pid"] for r in app.records() if r.get("logger") == "cds_service.access" and r.get("status") == 200}) < 2:
+            n += 1
+            assert n < 60, "the calls never reached both workers"
+            assert _call(url, client_jwt(key, issuer, url), n) == 200   # both workers cache the key
+        host.trickle()
+        forger = ec.generate_private_key(ec.SECP384R1())
+        forged: list[int] = []
+
+        def forge() -> None:   # until both workers are downloading (refreshes are rate-limited)
+            ends = time.monotonic() + 60
+            while len(host.connections) < 2 and time.monotonic() < ends:
+                forged.append(_call(url, client_jwt(forger, issuer, url, kid="forged"), 1000 + len(forged)))
+                time.sleep(0.2)
+
+        threads = [threading.Thread(target=forge) for _ in range(3)]
+        for t in threads:
+            t.start()
+        app.wait_until("both workers refresh from the trickling host", lambda: len(host.connections) >= 2)
+        answered_while_fetching = 0
+        for m in range(6):
+            assert _call(url, client_jwt(key, issuer, url), 2000 + m, timeout=10) == 200
+            answered_while_fetching += host.open_now() > 0
+        for t in threads:
+            t.join(60)
+        assert answered_while_fetching, "no valid call overlapped a download: the test proved nothing"
+        assert forged and set(forged) == {401}
+        app.wait_until("every download ended", lambda: host.open_now() == 0)
+        bound = FETCH_DEADLINE_S + READ_TIMEOUT_S
+        assert all(closed - opened < 3 * bound for opened, closed in host.connections), host.connections
+    finally:
+        host.close()
+
+
+def test_a_self_hosted_sandbox_key_set_is_used_whatever_jku_the_token_names(served, key, jwks, listener):
+    """Finding 14: the real sandbox always sends ``jku: https://sandbox.cds-hooks.org/...``; an
+    operator who maps that issuer to a local copy of its keys got 401 on every call.  Now the
+    configured URL decides and the token's jku is never fetched (here it names a listener that
+    counts connections).  At start each configured JWKS is fetched once and one line per issuer
+    says whether it is usable."""
+    import json
+    import time
+    import uuid
+    import jwt
+    sandbox, broken = "https://sandbox.cds-hooks.org", "https://ehr.example.org"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    elsewhere = listener()
+    app = served(workers=2, SPINE_CDS_AUTH="on", SPINE_CDS_TRUSTED_ISSUERS=json.dumps(
+        {sandbox: jwks.url + "/jwks.json", broken: f"http://127.0.0.1:{closed_port}/jwks.json"}))
+    app.wait_until("/health answers", lambda: _health(app.url) == 200)
+    checks = [r for r in app.records() if r.get("event") == "jwks-check"]
+    assert len(checks) == 2, checks
+    by_issuer = {next(i for i in (sandbox, broken) if i in r["message"]): r for r in checks}
+    assert "is usable (1 signing key(s))" in by_issuer[sandbox]["message"]
+    assert "NOT usable" in by_issuer[broken]["message"] and by_issuer[broken]["level"] == "WARNING"
+    assert sum(f"127.0.0.1:{closed_port}" in r["message"] for r in app.records()) == 1   # one line per issuer
+    url = app.url + SELECT
+    now = int(time.time())
+    token = jwt.encode({"iss": sandbox, "aud": url, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}, key,
+                       algorithm="ES384", headers={"kid": "k1", "jku": f"http://127.0.0.1:{elsewhere.port}/.well-known/jwks.json"})
+    assert _call(url, token, 1) == 200
+    assert elsewhere.received == [], "the token's jku was fetched"
+
+
+def test_aud_does_not_follow_the_host_header(served, key, jwks):
+    """Finding 5: with SPINE_CDS_PUBLIC_BASE_URL unset, aud was checked against the request URL,
+    which the client's Host header makes: a token for ``http://other-cds.example/...`` sent with
+    ``Host: other-cds.example`` was accepted, and X-Forwarded-* were trusted from any local peer.
+    Now aud must name the server's own address (or a configured URL): 401, with a body that says
+    what to do; the same call with a token for this server's address is accepted."""
+    import json
+    import urllib.request
+    from jwt_helpers import client_jwt
+    from cds_service.errors import AUTH_FAILED
+    issuer = "https://ehr.example.org"
+    app = served(workers=2, SPINE_CDS_AUTH="on", SPINE_CDS_TRUSTED_ISSUERS=json.dumps({issuer: jwks.url + "/jwks.json"}))
+    app.wait_until("/health answers", lambda: _health(app.url) == 200)
+
+    def call(aud: str, headers: dict, n: int) -> tuple[int, dict]:
+        body = sample() | {"hookInstance": f"00000000-0000-4000-8000-{n:012d}"}
+        request = urllib.request.Request(app.url + SELECT, data=json.dumps(body).encode(), method="POST", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {client_jwt(key, issuer, aud)}", **headers})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+    other = "http://other-cds.example" + SELECT
+    for n in range(4):   # several calls: both workers
+        status, answer = call(other, {"Host": "other-cds.example"}, n)
+        assert status == 401, answer
+        assert answer["issue"][0]["diagnostics"] == AUTH_FAILED and "SPINE_CDS_PUBLIC_BASE_URL" in AUTH_FAILED
+        status, _ = call("https://other-cds.example" + SELECT, {"Host": "other-cds.example", "X-Forwarded-Proto": "https",
+                                                                "X-Forwarded-Host": "other-cds.example"}, 10 + n)
+        assert status == 401
+        assert call(app.url + SELECT, {"Host": "other-cds.example"}, 20 + n)[0] == 200
+        assert call(f"http://localhost:{app.port}" + SELECT, {}, 30 + n)[0] == 200
+    assert any("aud does not name" in r["message"] for r in app.records())
+
+
+class Silent:
+    """A FHIR server that accepts connections and never answers (every search runs to its timeout)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._hold, daemon=True).start()
+
+    def _hold(self) -> None:
+        while True:
+            try:
+                self.held.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        for conn in self.held:
+            conn.close()
+        self.sock.close()
+
+
+def test_the_deadline_counts_from_the_calls_arrival(served):
+    """Finding 10: SPINE_CDS_DEADLINE_S counted from the start of data gathering, so a call that
+    waited for a worker answered after 10.5 s.  Here one worker (two threads) gets six calls at
+    once whose FHIR server never answers: each holds a thread for the whole deadline, so four
+    wait.  Each answer must respect the deadline measured from arrival: a 200 whose record was
+    gathered by arrival + deadline (the server's own log; a generous 1.5x for a busy machine),
+    or a 503 with Retry-After when the wait alone used the deadline up.  Without the fix all six
+    answer 200, the last about three deadlines after it arrived."""
+    import json
+    import re
+    import urllib.request
+    deadline = 1.5
+    fhir = Silent()
+    try:
+        base = f"http://127.0.0.1:{fhir.port}/fhir"
+        app = served(workers=1, SPINE_CDS_DEADLINE_S=str(deadline), SPINE_CDS_ALLOWED_FHIR_SERVERS=base)
+        app.booted(1)
+        answers: dict[int, tuple[int, dict, dict]] = {}
+
+        def call(n: int) -> None:
+            body = _without_prefetch(base) | {"hookInstance": f"00000000-0000-4000-8000-{n:012d}"}
+            request = urllib.request.Request(app.url + SELECT, data=json.dumps(body).encode(), method="POST",
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    answers[n] = (response.status, dict(response.headers), json.load(response))
+            except urllib.error.HTTPError as exc:
+                answers[n] = (exc.code, dict(exc.headers), json.load(exc))
+
+        threads = [threading.Thread(target=call, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        statuses = sorted(status for status, _, _ in answers.values())
+        assert len(answers) == 6 and set(statuses) <= {200, 503}, statuses
+        shed = [(headers, body) for status, headers, body in answers.values() if status == 503]
+        assert shed, f"no call was shed although four waited a whole deadline: {statuses}"
+        for headers, body in shed:
+            assert headers.get("Retry-After", "").isdigit(), headers
+            assert "SPINE_CDS_DEADLINE_S" in body["issue"][0]["diagnostics"]
+        after_arrival = [float(m.group(1)) for r in app.records()
+                         if (m := re.search(r"\((\d+) ms after the call arrived\)", r["message"]))]
+        assert len(after_arrival) == statuses.count(200)
+        assert all(ms <= 1.5 * deadline * 1000 for ms in after_arrival), after_arrival
+    finally:
+        fhir.close()
+
+
+def test_dns_rebinding_cannot_move_the_searches_after_the_check(make_app, monkeypatch):
+    """Finding 8: the SSRF guard resolved the host, then requests resolved it again.  A name
+    server answering a public address first and a loopback one next sent the searches, bearer
+    token and all, to the loopback service.  Here the resolver answers 127.0.0.2 (which this
+    test's guard counts as public) once, then 127.0.0.1: everything must go to 127.0.0.2, with
+    the host name kept for TLS (its ClientHello names it), and nothing to 127.0.0.1.  In-process:
+    the resolver is replaced with monkeypatch (no real DNS server needed)."""
+    from cds_service.record import fhir_client
+    name = "fhir.rebind.test"
+    checked = Listener("127.0.0.2")
+    try:
+        rebound = Listener.on("127.0.0.1", checked.port)
+    except OSError:
+        checked.close()
+        pytest.skip("the port is taken on 127.0.0.1")
+    answers: list[str] = []
+    real = socket.getaddrinfo
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        answers.append("127.0.0.2" if not answers else "127.0.0.1")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[-1], port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(fhir_client, "is_public_address", lambda address: address == "127.0.0.2")
+    try:
+        client = make_app(SPINE_CDS_FHIR_TIMEOUT_S="1").test_client()
+        response = client.post(SELECT, json=_without_prefetch(f"https://{name}:{checked.port}/fhir"))
+        assert response.status_code == 200, response.get_json()
+        assert answers[:1] == ["127.0.0.2"]
+        assert checked.received and any(name.encode() in hello for hello in checked.received)
+        assert rebound.received == [], "a search went to the address of a second DNS answer"
+    finally:
+        checked.close()
+        rebound.close()
+
+
+def test_starting_on_a_full_disk_names_the_full_disk(tmp_path):
+    """Finding 12: starting on a full disk blamed the database file ("cannot read … as a
+    spine-cds database (database or disk is full); … move this one away").  Now one line names
+    the disk and its free space and says what to do; exit 2.  The disk is a real, filled tmpfs
+    (skipped without the privilege to mount one; the next test injects ENOSPC instead)."""
+    import os
+    import subprocess
+    import sys
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        with open(mount / "filler", "wb") as filler:
+            try:
+                filler.write(b"\0" * (2 << 20))
+            except OSError:
+                pass   # full
+        for env in ({"SPINE_CDS_DATA_DIR": str(mount / "data")}, {"SPINE_CDS_DATABASE": str(mount / "db.sqlite3")}):
+            started = subprocess.run([sys.executable, "-m", "cds_service.tools.cli", "serve", "--port", str(free_port()),
+                                      "--workers", "1"], env={**os.environ, "SPINE_CDS_AUTH": "off", **env},
+                                     capture_output=True, text=True, timeout=120)
+            lines = [line for line in started.stderr.splitlines() if line.startswith("spine-cds:")]
+            assert started.returncode == 2 and len(lines) == 1, started.stderr[-2000:]
+            folder = mount / "data" if "SPINE_CDS_DATA_DIR" in env else mount
+            assert lines[0].startswith(f"spine-cds: cannot start: no space left on the disk of {folder} (0.0 MiB free)")
+            assert "Free some space" in lines[0] and "as a spine-cds database" not in lines[0]
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_no_space_while_creating_the_store_is_reported_as_such(tmp_path, monkeypatch):
+    """The same, without root: the kernel's ENOSPC injected where the store creates its file."""
+    import errno
+    import os
+    from cds_service.errors import CdsNoSpace
+    from cds_service.store import sqlite
+    from cds_service.store.database import Store
+    real_open = os.open
+
+    def full(path, flags, mode=0o777, **kwargs):
+        if flags & os.O_CREAT:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, flags, mode, **kwargs)
+
+    monkeypatch.setattr(sqlite.os, "open", full)
+    with pytest.raises(CdsNoSpace) as refused:
+        Store(str(tmp_path / "data" / "spine-cds.sqlite3"))
+    assert f"no space left on the disk of {tmp_path / 'data'}" in refused.value.message
+    assert "MiB free" in refused.value.message and refused.value.label == "cannot start"

@@ -16,12 +16,13 @@ import uuid
 
 import jwt
 import pytest
-import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from cds_service.protocol.auth import ClientAuthenticator, audience_for
-from jwt_helpers import JwksServer, public_jwk
-from cds_service.errors import CdsAuthError
+from cds_service.protocol.audience import audiences
+from cds_service.protocol.auth import ClientAuthenticator
+from cds_service.protocol.jwks import FETCH_DEADLINE_S, READ_TIMEOUT_S, KeySets, fetch_jwks
+from jwt_helpers import JwksServer, TricklingJwks, public_jwk
+from cds_service.errors import AUTH_FAILED, CdsAuthError
 from cds_service.runtime.settings import load_settings
 
 ISS = "https://issuer.test"
@@ -76,19 +77,15 @@ def clock():
 
 @pytest.fixture
 def make_auth(clock):
-    """Build authenticators on a closed-after-test session (filterwarnings=error)."""
-    sessions = []
+    """Build authenticators on the test's settable clock."""
 
     def make(issuers: dict, **extra):
         settings = load_settings({"SPINE_CDS_TRUSTED_ISSUERS": issuers, "SPINE_CDS_JWT_LEEWAY_S": "5",
                                   "SPINE_CDS_JWT_MAX_AGE_S": "3600", "SPINE_CDS_JWKS_CACHE_TTL_S": "3600",
                                   **extra})
-        sessions.append(requests.Session())
-        return ClientAuthenticator(settings, session=sessions[-1], clock=clock)
+        return ClientAuthenticator(settings, clock=clock)
 
-    yield make
-    for session in sessions:
-        session.close()
+    return make
 
 
 @pytest.fixture
@@ -137,7 +134,7 @@ def reject(auth, token: str | None, audience: str = AUD, *, header: str | None =
     with pytest.raises(CdsAuthError) as info:
         auth.verify(authorization, audience)
     exc = info.value
-    assert exc.status == 401 and exc.message == "Authentication failed."
+    assert exc.status == 401 and exc.message == AUTH_FAILED
     if token:
         assert token not in exc.reason and token not in str(exc)
         for part in token.split("."):
@@ -319,18 +316,22 @@ def test_untrusted_iss_refused_without_fetch(auth, mint, server):
     assert server.requests == 0
 
 
-def test_foreign_jku_refused_without_any_fetch(auth, mint, server):
+def test_foreign_jku_is_ignored_never_fetched(auth, mint, server, ec_key):
+    """Finding 14: the configured JWKS URL decides; a token's other jku is never fetched.  A token
+    signed with a trusted key is accepted whatever jku it names; one signed with the attacker's
+    key (published at its jku) is refused, and the attacker's host is never contacted."""
+    attacker = ec.generate_private_key(ec.SECP384R1())
     with socket.socket() as evil:
         evil.bind(("127.0.0.1", 0))
         evil.listen(8)
         evil.setblocking(False)
         evil_url = f"http://127.0.0.1:{evil.getsockname()[1]}/evil.json"
         for jku in (evil_url, server.url + "/evil/jwks.json", server.url + "/jwks.json/"):
-            token = mint(headers={"jku": jku})
-            assert reject(auth, token) == "jku is not the trusted JWKS URL of the issuer"
+            assert auth.verify(f"Bearer {mint(headers={'jku': jku})}", AUD)["iss"] == ISS
+            assert reject(auth, mint(headers={"jku": jku}, key=attacker)).startswith("token rejected")
         with pytest.raises(BlockingIOError):
             evil.accept()  # nobody connected
-    assert server.requests == 0
+    assert server.requests == 1   # the configured URL, once
 
 
 def test_jku_equal_to_trusted_url_accepted(auth, mint, jwks_url):
@@ -393,6 +394,69 @@ def test_jwks_server_error_is_rate_limited(auth, mint, server, clock):
     assert server.requests == 2
 
 
+def test_refresh_interval_is_a_setting(make_auth, mint, server, clock, jwks_url):
+    auth = make_auth({ISS: jwks_url}, SPINE_CDS_JWKS_REFRESH_INTERVAL_S="60")
+    auth.verify(f"Bearer {mint()}", AUD)
+    clock.now += 11
+    reject(auth, mint(kid="unknown"))
+    assert server.requests == 1
+    clock.now += 50
+    reject(auth, mint(kid="unknown"))
+    assert server.requests == 2
+
+
+@pytest.mark.parametrize("headers_too", [False, True])
+def test_a_trickling_jwks_host_is_cut_at_the_bound(ec_key, headers_too):
+    """Finding 4: the timeout applied to each socket read, so a host sending a byte a second held
+    the fetch (and the lock) for as long as it liked.  Now the whole download has a wall-clock
+    bound, also when the status line and headers trickle.  The trickle would last 60 s."""
+    host = TricklingJwks({"keys": [public_jwk(ec_key, "ec-1", "ES384")]}, seconds=60)
+    host.trickle(headers_too=headers_too)
+    try:
+        assert fetch_jwks(host.url) is None
+        for _ in range(50):
+            if host.connections and host.connections[0][1] is not None:
+                break
+            threading.Event().wait(0.1)
+        opened, closed = host.connections[0]
+        assert closed is not None and closed - opened < 3 * (FETCH_DEADLINE_S + READ_TIMEOUT_S), (opened, closed)
+    finally:
+        host.close()
+
+
+def test_a_cached_key_never_waits_for_a_refresh(clock):
+    """Finding 4: the per-URL lock was held during a fetch, also for calls whose key was cached.
+    Now a refresh in flight never makes another call wait, and starts no second fetch."""
+    started, release, fetched = threading.Event(), threading.Event(), []
+    keys = {"k": {"kid": "k", "kty": "EC"}}
+
+    def fetch(url):
+        fetched.append(url)
+        if len(fetched) > 1:
+            started.set()
+            release.wait(30)
+        return keys
+
+    sets = KeySets({"u"}, ttl=3600, refresh_interval=10, clock=clock, fetch=fetch)
+    assert sets.get("u") == keys
+    clock.now += 11
+    refresher = threading.Thread(target=sets.get, args=("u",), kwargs={"unknown_kid": True})
+    refresher.start()
+    try:
+        assert started.wait(5)
+        answers = []
+        clock.now += 11   # past the rate limit too: only the lock in flight could hold us
+        reader = threading.Thread(target=lambda: answers.extend(
+            [sets.get("u"), sets.get("u", unknown_kid=True), sets.get("u", unknown_kid=True)]))
+        reader.start()
+        reader.join(5)
+        assert not reader.is_alive(), "a call whose key is cached waited for the refresh"
+        assert answers == [keys, keys, keys] and len(fetched) == 2
+    finally:
+        release.set()
+        refresher.join(5)
+
+
 def test_jwks_that_is_not_a_key_set(auth, mint, server):
     server.jwks = {"keys": "nope"}
     assert reject(auth, mint()) == "the issuer's JWKS is unavailable"
@@ -411,15 +475,40 @@ def test_tampered_signature_refused(auth, mint):
     assert reject(auth, token).startswith("token rejected")
 
 
-# --- audience_for ------------------------------------------------------------------------------
+# --- audiences (finding 5) ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("request_url, base, path, expected", [
-    ("http://10.0.0.5:8000/cds-services/x?debug=1", "", "/cds-services/x",
-     "http://10.0.0.5:8000/cds-services/x"),
-    ("http://10.0.0.5:8000/cds-services/x", "https://cds.example.org", "/cds-services/x",
-     "https://cds.example.org/cds-services/x"),
-    ("http://10.0.0.5:8000/cds-services", "https://cds.example.org/spine/", "/cds-services",
-     "https://cds.example.org/spine/cds-services"),
-])
-def test_audience_for(request_url, base, path, expected):
-    assert audience_for(request_url, base, path) == expected
+class _Sock:
+    def __init__(self, local):
+        self.local = local
+
+    def getsockname(self):
+        return self.local
+
+
+def test_aud_is_checked_against_the_servers_own_address_never_the_host_header():
+    environ = {"gunicorn.socket": _Sock(("127.0.0.1", 8080)), "HTTP_HOST": "other-cds.example",
+               "SERVER_NAME": "other-cds.example", "SERVER_PORT": "80", "wsgi.url_scheme": "https"}
+    found = audiences(environ, "/cds-services/x", "", ())
+    assert "http://127.0.0.1:8080/cds-services/x" in found and "http://localhost:8080/cds-services/x" in found
+    assert not any("other-cds.example" in url or url.startswith("https") for url in found)
+
+
+def test_a_configured_public_url_is_the_only_audience():
+    environ = {"gunicorn.socket": _Sock(("10.0.0.5", 8000))}
+    assert audiences(environ, "/cds-services/x", "https://cds.example.org/spine/", ()) == (
+        "https://cds.example.org/spine/cds-services/x",)
+
+
+def test_forwarding_headers_count_only_from_a_trusted_proxy():
+    environ = {"gunicorn.socket": _Sock(("10.0.0.5", 8000)), "REMOTE_ADDR": "10.0.0.9",
+               "HTTP_X_FORWARDED_HOST": "cds.example.org", "HTTP_X_FORWARDED_PROTO": "https"}
+    assert "https://cds.example.org/x" not in audiences(environ, "/x", "", ())
+    assert "https://cds.example.org/x" not in audiences(environ, "/x", "", ("10.0.1.0/24",))
+    assert "https://cds.example.org/x" in audiences(environ, "/x", "", ("10.0.0.0/24",))
+    environ["HTTP_X_FORWARDED_HOST"] = "evil.example/@x"
+    assert not any("evil" in url for url in audiences(environ, "/x", "", ("10.0.0.9",)))
+
+
+def test_without_gunicorn_the_configured_server_name_counts():
+    environ = {"SERVER_NAME": "localhost", "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+    assert audiences(environ, "/x", "", ()) == ("http://localhost/x", "http://localhost:80/x")

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds_service import close_app
 from cds_service import create_app
+from cds_service.errors import AUTH_FAILED
 from jwt_helpers import JwksServer, public_jwk
 
 ISSUER = "https://ehr.example.org"
@@ -102,14 +103,18 @@ def tokens(key, evil_url: str) -> dict:
         "12 no kid": lambda: jwt.encode(_claims(), key, algorithm="ES384"),
         "12 typ not JWT": lambda: sign(_claims(), typ="at+jwt"),
         "14 untrusted iss with its own jku": lambda: sign(_claims(iss="https://evil.example"), jku=evil_url),
-        "14 trusted iss, foreign jku": lambda: sign(_claims(), jku=evil_url),
-        "14 trusted iss, jku on a host name": lambda: sign(_claims(), jku="https://evil.example/jwks.json"),
+        # A foreign jku is ignored (finding 14): the attacker's key it would publish never counts.
+        "14 trusted iss, foreign jku, the attacker's key": lambda: jwt.encode(
+            _claims(), ATTACKER, algorithm="ES384", headers={"kid": "k1", "jku": evil_url}),
+        "14 trusted iss, jku on a host name, the attacker's key": lambda: jwt.encode(
+            _claims(), ATTACKER, algorithm="ES384", headers={"kid": "k1", "jku": "https://evil.example/jwks.json"}),
         "15 unknown kid": lambda: jwt.encode(_claims(), key, algorithm="ES384", headers={"kid": "unknown"}),
         "signed by another key": lambda: jwt.encode(_claims(), ec.generate_private_key(ec.SECP384R1()), algorithm="ES384",
                                                     headers={"kid": "k1"}),
     }
 
 
+ATTACKER = ec.generate_private_key(ec.SECP384R1())
 CASES = sorted(tokens(ec.generate_private_key(ec.SECP384R1()), "http://x"))
 
 
@@ -126,7 +131,7 @@ def assert_bare_401(response) -> None:
     """Check 9: a 401 that says nothing about why."""
     assert response.status_code == 401, response.get_json()
     assert response.get_json() == {"resourceType": "OperationOutcome",
-                                   "issue": [{"severity": "error", "code": "login", "diagnostics": "Authentication failed."}]}
+                                   "issue": [{"severity": "error", "code": "login", "diagnostics": AUTH_FAILED}]}
 
 
 def test_9_no_token_is_a_bare_401(client):
@@ -148,6 +153,15 @@ def test_13_replayed_jti_is_refused_after_one_success(client, key):
     token = jwt.encode(_claims(), key, algorithm="ES384", headers={"kid": "k1"})
     assert client.post(SELECT, json=BODY, headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert_bare_401(client.post(SELECT, json=BODY, headers={"Authorization": f"Bearer {token}"}))
+
+
+def test_14_a_foreign_jku_is_ignored_never_fetched(client, key, evil, looked_up):
+    """The configured JWKS decides: a token signed by the trusted key is accepted whatever jku it
+    names, and that jku is never contacted (the sandbox always names its public one)."""
+    for jku in (f"http://127.0.0.1:{evil.getsockname()[1]}/jwks.json", "https://evil.example/jwks.json"):
+        token = jwt.encode(_claims(), key, algorithm="ES384", headers={"kid": "k1", "jku": jku})
+        assert client.post(SELECT, json=BODY, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert connections(evil) == 0 and "evil.example" not in looked_up
 
 
 @pytest.mark.parametrize("aud", [AUD, [AUD]])

@@ -26,6 +26,7 @@ import time
 import jsonschema_rs
 import pytest
 import schemathesis
+from cds_service.errors import AUTH_FAILED
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -244,7 +245,7 @@ def test_garbage_authorization_is_always_401_and_never_fetches_a_foreign_jku(sec
                 response = (client.get(path, headers=headers) if path == "/report" else
                             client.post(path, data=sample, content_type="application/json", headers=headers))
                 assert response.status_code == 401, (authorization, path, response.data[:300])
-                assert response.get_json()["issue"][0]["diagnostics"] == "Authentication failed."
+                assert response.get_json()["issue"][0]["diagnostics"] == AUTH_FAILED
             for path in ("/cds-services", "/health"):
                 assert client.get(path, headers=headers).status_code == 200
             sent += len(PROTECTED) + 2

@@ -201,7 +201,7 @@ def test_mentions_are_shared_by_workers_through_the_host_cache(make_app, tmp_pat
     first, second = make_app(**settings), make_app(**settings)
     runs = []
     original = Pipeline.mentions
-    monkeypatch.setattr(Pipeline, "mentions", lambda self, shortened: runs.append(1) or original(self, shortened))
+    monkeypatch.setattr(Pipeline, "mentions", lambda self, shortened: runs.append(shortened.text[:50]) or original(self, shortened))
     body = note_chart("Unique text for the shared cache test. " + SAY_IT)
     decide(first.test_client(), body)
     assert runs, "the first worker reads the note"

@@ -144,6 +144,9 @@ def _errors(client, checker) -> None:
     checker.check(hook, "post", client.post(SELECT, data=as_text, content_type="text/plain"))
     checker.check(feedback, "post", client.post(SELECT + "/feedback", data=b'{"feedback": []}', content_type="text/plain"))
     checker.check("/questionnaires/{guideline_id}/{rule_id}", "get", client.get("/questionnaires/nope/nope"))
+    from cds_service.protocol.arrival import ARRIVED   # a call that waited its whole deadline for a worker
+    late = {ARRIVED: __import__("time").monotonic() - 60}
+    checker.check(hook, "post", client.post(SELECT, json=SPINE_SELECT, environ_base=late))
 
 
 def test_real_responses_match_the_document_and_every_documented_response_occurs(make_app, document):

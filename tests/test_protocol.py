@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+from cds_service.errors import AUTH_FAILED
 
 from contract import assert_card_contract, assert_coverage_information, assert_no_empty_values
 from jwt_helpers import JwksServer, public_jwk
@@ -80,7 +81,7 @@ def test_missing_token_is_401_without_detail_and_with_cors(secured):
     response = secured.post(SELECT, json=load("order-select-lumbar-mri.json"), headers={"Origin": "https://sandbox.cds-hooks.org"})
     assert response.status_code == 401
     assert response.headers["Access-Control-Allow-Origin"] == "*"
-    assert response.get_json()["issue"][0]["diagnostics"] == "Authentication failed."
+    assert response.get_json()["issue"][0]["diagnostics"] == AUTH_FAILED
 
 
 def test_token_for_another_endpoint_is_refused(secured, token):

@@ -22,7 +22,6 @@ shaped: ``fixtures/sandbox/README.md``).
 from __future__ import annotations
 
 import copy
-import io
 import json
 import math
 import time
@@ -31,13 +30,13 @@ from pathlib import Path
 
 import jwt
 import pytest
-import requests
 
 from cds_service import close_app
 from cds_service import create_app
 from cds_service.cards.pama import RATING_SYSTEM, RATING_URL, RATINGS
 from contract import assert_card_contract
 from fhir_stub import FhirStub
+from cds_service.protocol.jwks import parse_jwks
 from jwt_helpers import public_jwk
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sandbox"
@@ -61,23 +60,15 @@ LUMBAR = {"72131": "nia-lumbar-spine-ct", "72132": "nia-lumbar-spine-ct", "72133
           "72148": "nia-lumbar-spine-mri", "72149": "nia-lumbar-spine-mri", "72158": "nia-lumbar-spine-mri"}
 
 
-class SandboxJwks(requests.adapters.BaseAdapter):
+class SandboxJwks:
     """Answers the sandbox's JWKS URL in-process (no network), counting the requests."""
 
     def __init__(self, jwks: dict):
-        super().__init__()
         self.jwks, self.urls = jwks, []
 
-    def send(self, request, **kwargs):
-        self.urls.append(request.url)
-        response = requests.Response()
-        response.status_code, response.url, response.request = (200 if request.url == JKU else 404), request.url, request
-        response.headers["Content-Type"] = "application/json"
-        response.raw = io.BytesIO(json.dumps(self.jwks).encode())
-        return response
-
-    def close(self):
-        pass
+    def fetch(self, url: str) -> dict | None:
+        self.urls.append(url)
+        return parse_jwks(self.jwks) if url == JKU else None
 
 
 class Sandbox:
@@ -86,7 +77,7 @@ class Sandbox:
     def __init__(self, app, key):
         self.app, self.client, self.key = app, app.test_client(), key
         self.jwks = SandboxJwks({"keys": [public_jwk(key, KID, "ES384")]})
-        app.extensions["spine_cds"].session.mount(ORIGIN + "/", self.jwks)
+        app.extensions["spine_cds"].authenticator.key_sets.fetch = self.jwks.fetch
 
     def token(self, url: str) -> str:
         iat = math.ceil(time.time() + 0.5)

@@ -2,7 +2,8 @@
 
 Every call carries ``Authorization: Bearer <JWT>`` signed by the client.  We trust a client only
 through the ``trusted_issuers`` setting ({iss: JWKS URL}); keys are fetched from that URL and
-nowhere else, so a token's own ``jku`` can never make us call an attacker's host (SSRF).  Only
+nowhere else (jwks.py): a token's own ``jku`` is ignored, so it can never make us call an
+attacker's host (SSRF), and a sandbox naming its public ``jku`` can be trusted with a local copy.  Only
 ES384 and RS384 are accepted: the spec forbids ``none`` and symmetric algorithms, and pinning the
 algorithm before any key work closes the classic algorithm-confusion attacks.  Every failure is a
 :class:`CdsAuthError` whose reason is a fixed phrase for the log: it never quotes the token or
@@ -10,7 +11,6 @@ any attacker-controlled header or claim value.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -19,58 +19,42 @@ from collections.abc import Callable
 
 import cachetools
 import jwt
-import requests
 
 from cds_service.errors import CdsAuthError
+from cds_service.protocol.jwks import KeySets
 from cds_service.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ALGORITHMS = frozenset({"ES384", "RS384"})
 REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "jti")
-FETCH_TIMEOUT_S = 3.0
-MIN_REFETCH_INTERVAL_S = 10.0  # at most one JWKS fetch per URL per interval: no hammering
-MAX_JWKS_BYTES = 256 * 1024
 MAX_SEEN_JTIS = 200_000  # ~55 calls/s for an hour; beyond that the oldest jtis are forgotten
 
 
-def audience_for(request_url: str, public_base_url: str, path: str) -> str:
-    """The URL the client called, which the JWT ``aud`` must name.
-
-    Behind a proxy the request URL we see is not the one the client used, so the configured
-    public base URL wins; otherwise the request URL without query string or fragment.
-    """
-    if public_base_url:
-        return public_base_url.rstrip("/") + "/" + path.lstrip("/")
-    return request_url.split("#", 1)[0].split("?", 1)[0]
-
-
-def _strip_slash(url: str) -> str:
-    return url[:-1] if url.endswith("/") else url
+def _canonical(url: str) -> str:
+    """Scheme and host lower-cased, one trailing '/' dropped: how aud values compare."""
+    url = url[:-1] if url.endswith("/") else url
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}{sep}{host.lower()}{slash}{path}" if sep else url
 
 
 class ClientAuthenticator:
     """Verifies CDS client JWTs; thread-safe, one instance per app.
 
-    ``session`` and ``clock`` are injectable so tests can count fetches and move time without
-    sleeping; the clock also drives the TTL caches.  Without a session a private one is kept
-    for the life of the instance (connection reuse to the JWKS hosts).
+    ``clock`` is injectable so tests can move time without sleeping; it also drives the key-set
+    cache (jwks.py) and the TTL cache of seen jtis.
     """
 
-    def __init__(self, settings: Settings, *, session: requests.Session | None = None,
+    def __init__(self, settings: Settings, *, key_sets: KeySets | None = None,
                  clock: Callable[[], float] = time.time,
                  claim: Callable[[str, str, float, float], bool] | None = None):
         self._issuers = dict(settings.trusted_issuers)
         self._leeway = float(settings.jwt_leeway_s)
         self._max_age = float(settings.jwt_max_age_s)
-        self._session = session or requests.Session()
         self._clock = clock
-        urls = set(self._issuers.values())
-        self._jwks: cachetools.TTLCache = cachetools.TTLCache(
-            maxsize=max(1, len(urls)), ttl=settings.jwks_cache_ttl_s, timer=clock)
-        self._last_fetch: dict[str, float] = {}
-        self._url_locks = {url: threading.Lock() for url in urls}
-        self._cache_lock = threading.Lock()  # TTLCache is not thread-safe
+        self.key_sets = key_sets or KeySets(set(self._issuers.values()), ttl=settings.jwks_cache_ttl_s,
+                                             refresh_interval=settings.jwks_refresh_interval_s, clock=clock)
         # A token is usable until iat + max_age, and iat may be up to leeway ahead of us.
         self._seen: cachetools.TTLCache = cachetools.TTLCache(
             maxsize=MAX_SEEN_JTIS, ttl=self._max_age + self._leeway, timer=clock)
@@ -79,10 +63,10 @@ class ClientAuthenticator:
         # cache above is only for an authenticator made without one (tests, embedding).
         self._claim = claim
 
-    def verify(self, authorization: str | None, audience: str) -> dict:
+    def verify(self, authorization: str | None, audience: str | tuple[str, ...]) -> dict:
         """Return the verified claims or raise CdsAuthError(reason).
 
-        Cheap, offline checks come first (header, alg, trusted iss, jku) so that a forged token
+        Cheap, offline checks come first (header, alg, trusted iss) so that a forged token
         costs no key work and no network; the jti is recorded last, so a token that fails any
         check does not burn its jti.
         """
@@ -90,8 +74,8 @@ class ClientAuthenticator:
         header = self._header(token)
         iss = self._unverified_issuer(token)
         url = self._issuers[iss]
-        if "jku" in header and header["jku"] != url:
-            raise CdsAuthError("jku is not the trusted JWKS URL of the issuer")
+        # A token's jku is never fetched: the issuer's configured JWKS URL decides (finding 14:
+        # the sandbox always names its public jku, which an operator may map to a local copy).
         key = self._key(url, header["kid"], header["alg"])
         claims = self._decode(token, key, header["alg"])
         self._check_times(claims)
@@ -138,10 +122,10 @@ class ClientAuthenticator:
         return iss
 
     def _key(self, url: str, kid: str, alg: str) -> jwt.PyJWK:
-        """The public key ``kid`` of the trusted set, refreshing once if the kid is unknown."""
-        keys = self._keys(url, refresh=False)
+        """The public key ``kid`` of the trusted set; an unknown kid asks for a (rate-limited) refresh."""
+        keys = self.key_sets.get(url)
         if keys is not None and kid not in keys:
-            keys = self._keys(url, refresh=True)
+            keys = self.key_sets.get(url, unknown_kid=True)
         if keys is None:
             raise CdsAuthError("the issuer's JWKS is unavailable")
         jwk = keys.get(kid)
@@ -153,45 +137,6 @@ class ClientAuthenticator:
             return jwt.PyJWK(jwk, algorithm=alg)
         except jwt.PyJWTError:
             raise CdsAuthError("key does not fit the token's alg") from None
-
-    def _keys(self, url: str, *, refresh: bool) -> dict[str, dict] | None:
-        """The key set of ``url`` ({kid: jwk}) from cache, fetched when missing or on refresh.
-
-        Fetches are rate-limited per URL, including after a failure, so forged tokens naming a
-        trusted issuer cannot turn us into a load generator against its JWKS host.
-        """
-        with self._url_locks[url]:  # one fetch per URL at a time; others wait and reuse it
-            with self._cache_lock:
-                keys = self._jwks.get(url)
-            if keys is not None and not refresh:
-                return keys
-            last = self._last_fetch.get(url)
-            if last is not None and self._clock() - last < MIN_REFETCH_INTERVAL_S:
-                return keys
-            self._last_fetch[url] = self._clock()
-            fresh = self._fetch(url)
-            if fresh is None:
-                return keys
-            with self._cache_lock:
-                self._jwks[url] = fresh
-            return fresh
-
-    def _fetch(self, url: str) -> dict[str, dict] | None:
-        """Download and parse one JWKS; None (logged) when it is unreachable or invalid."""
-        try:
-            with self._session.get(url, timeout=FETCH_TIMEOUT_S, allow_redirects=False,
-                                   stream=True, headers={"Accept": "application/json"}) as resp:
-                if resp.status_code != 200:
-                    raise ValueError(f"HTTP {resp.status_code}")
-                body = b""
-                for chunk in resp.iter_content(chunk_size=16384):
-                    body += chunk
-                    if len(body) > MAX_JWKS_BYTES:
-                        raise ValueError("JWKS too large")
-            return _parse_jwks(json.loads(body))
-        except (requests.RequestException, ValueError) as exc:
-            log.warning("could not fetch the JWKS at %s: %s", url, exc)
-            return None
 
     @staticmethod
     def _decode(token: str, key: jwt.PyJWK, alg: str) -> dict:
@@ -219,13 +164,16 @@ class ClientAuthenticator:
             raise CdsAuthError("token too old (iat)")
 
     @staticmethod
-    def _check_audience(aud, audience: str) -> None:
-        """``aud`` (string or list) must name exactly the URL called, give or take one '/'."""
+    def _check_audience(aud, audience: str | tuple[str, ...]) -> None:
+        """``aud`` (string or list) must name exactly one of the URLs this endpoint is known by
+        (audience.py: configured or our own address, never the client's Host), give or take one
+        '/'; scheme and host compare case-insensitively."""
         auds = [aud] if isinstance(aud, str) else aud
         if not isinstance(auds, list) or not all(isinstance(a, str) for a in auds):
             raise CdsAuthError("aud is not a string or list of strings")
-        if _strip_slash(audience) not in {_strip_slash(a) for a in auds}:
-            raise CdsAuthError("aud does not match the endpoint called")
+        expected = {_canonical(a) for a in ((audience,) if isinstance(audience, str) else audience)}
+        if expected.isdisjoint(_canonical(a) for a in auds):
+            raise CdsAuthError("aud does not name this service's configured or own URL")
 
     def _check_replay(self, iss: str, jti) -> None:
         """Refuse a second use of (iss, jti) while the token could still be accepted."""
@@ -246,13 +194,3 @@ def _is_number(value) -> bool:
     """A finite JSON number (Python's json accepts NaN/Infinity, which would defeat exp/iat)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
-
-def _parse_jwks(data) -> dict[str, dict]:
-    """{kid: jwk} of the asymmetric signing keys of a JWK Set; ValueError if it is not one."""
-    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
-        raise ValueError("not a JWK Set")
-    return {
-        k["kid"]: k for k in data["keys"]
-        if isinstance(k, dict) and isinstance(k.get("kid"), str)
-        and k.get("kty") in {"EC", "RSA"} and k.get("use", "sig") == "sig"
-    }

@@ -22,7 +22,7 @@ def register_error_handlers(app) -> None:
     def _cds_error(exc: CdsError):
         if isinstance(exc, CdsAuthError):
             log.warning("authentication failed: %s", exc.reason)
-        return operation_outcome(exc.status, exc.code, exc.message), exc.status
+        return operation_outcome(exc.status, exc.code, exc.message), exc.status, exc.headers
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

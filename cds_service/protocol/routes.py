@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -13,7 +14,8 @@ from flask import Blueprint, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cds_service.store.audit import decision_rows, failed_call_record, hook_call_record
-from cds_service.protocol.auth import audience_for
+from cds_service.protocol import arrival
+from cds_service.protocol.audience import audiences
 from cds_service.protocol.discovery import SERVICES, discovery_document
 from cds_service.errors import CdsBadRequest, CdsError, CdsNotFound
 from cds_service.model import Caller
@@ -50,11 +52,12 @@ def health():
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str):
     service = _service(service_id)
+    arrived = _not_too_late()
     caller = _authenticate()
     started, body = time.perf_counter(), None
     try:
         body = _json_body()
-        hook, response, decisions, shown = _decide(body, service["hook"], caller)
+        hook, response, decisions, shown = _decide(body, service["hook"], caller, arrived)
     except Exception as exc:
         _audit_failure(service_id, body, exc, started)
         raise
@@ -62,7 +65,23 @@ def call_service(service_id: str):
     return response
 
 
-def _decide(body: object, hook_name: str, caller: Caller):
+def _not_too_late() -> float:
+    """The call's arrival (arrival.py); a call that already waited the whole SPINE_CDS_DEADLINE_S
+    for a worker is shed with 503 + Retry-After: its answer would come too late for the EHR, and
+    deciding it would only make the calls behind it wait longer (finding 10)."""
+    arrived = arrival.arrived(request.environ)
+    deadline = state().settings.deadline_s
+    waited = time.monotonic() - arrived
+    if waited >= deadline:
+        log.warning("hook call shed: it waited %.0f ms for a worker, past SPINE_CDS_DEADLINE_S=%s s", waited * 1000, deadline)
+        raise CdsError(f"The service is overloaded: this call waited {waited:.1f} s for a worker, past its "
+                       f"{deadline:g} s deadline (SPINE_CDS_DEADLINE_S). Retry after the Retry-After seconds; "
+                       "if this persists, the operator should add workers or instances.",
+                       status=503, code="transient", headers={"Retry-After": str(max(1, math.ceil(deadline)))})
+    return arrived
+
+
+def _decide(body: object, hook_name: str, caller: Caller, arrived: float):
     """Validate, gather and decide: (the hook request, the response, the decisions behind it,
     the fingerprints of the cards shown to store with the call)."""
     hook = parse_hook_request(body, hook_name)
@@ -72,7 +91,7 @@ def _decide(body: object, hook_name: str, caller: Caller):
     if not in_scope:
         log.info("hook=%s instance=%s spine_orders=0", hook.hook, hook.hook_instance)
         return hook, {"cards": []}, [], None
-    record = st.gatherer.gather(hook)
+    record = st.gatherer.gather(hook, arrived=arrived)
     response, decisions = respond(hook, record, st.registry, st.settings.default_program, _today(),
                                   compare_programs=st.settings.compare_programs,
                                   base_url=base_url_for(st.settings.public_base_url, request.url_root),
@@ -123,8 +142,9 @@ def _authenticate() -> Caller:
     st = state()
     if not st.settings.auth:
         return Caller("")
+    path = request.path if st.settings.public_base_url else request.script_root + request.path
     claims = st.authenticator.verify(request.headers.get("Authorization"),
-                                     audience_for(request.url, st.settings.public_base_url, request.path))
+                                     audiences(request.environ, path, st.settings.public_base_url, st.settings.trusted_proxies))
     user = claims.get("fhirUser")
     return Caller(claims["iss"], user if isinstance(user, str) else None)
 

@@ -35,6 +35,7 @@ from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
 from cds_service.errors import CdsBadRequest, FhirUnavailable
+from cds_service.record.pinning import pin_connections, pinned
 from cds_service.record.prefetch import bundle_resources, next_link
 
 if TYPE_CHECKING:  # annotations only: keeps this module importable on its own
@@ -74,9 +75,14 @@ class FhirClient:
     """Reads and searches one FHIR server with one token, over a shared ``requests.Session``."""
 
     def __init__(self, base_url: str, access_token: str | None, session: requests.Session,
-                 settings: Settings, deadline: float | None = None):
+                 settings: Settings, deadline: float | None = None, pinned_to: tuple[str, ...] | None = None):
+        """``pinned_to``: the addresses the SSRF guard checked for the host (pinning.py); every
+        connection of this client goes to one of them, never to a second DNS answer."""
         self.base_url = base_url.rstrip("/")
         self._origin = origin(self.base_url)
+        self._pinned_to = pinned_to
+        if pinned_to:
+            pin_connections(session)
         self._auth = BearerAuth(access_token) if access_token else None
         self._session = session
         self._timeout_s = settings.fhir_timeout_s
@@ -143,9 +149,10 @@ class FhirClient:
     def _get_json(self, url: str, what: str, limit: int) -> tuple[dict, int]:
         """GET one URL: its JSON object and body size, or raise :class:`FhirUnavailable`."""
         try:
-            response = self._session.get(url, auth=self._auth, headers={"Accept": FHIR_JSON},
-                                         timeout=self._timeout(what), allow_redirects=False,
-                                         stream=True)
+            with pinned(self._origin[1], self._origin[2], self._pinned_to):   # next links: same origin
+                response = self._session.get(url, auth=self._auth, headers={"Accept": FHIR_JSON},
+                                             timeout=self._timeout(what), allow_redirects=False,
+                                             stream=True)
         except requests.Timeout:
             raise self._too_slow(what) from None
         except requests.RequestException as exc:
@@ -267,12 +274,13 @@ def normalise_base(url: str) -> str:
                        parts.query, ""))
 
 
-def check_fhir_server_allowed(url: str, settings: Settings) -> None:
+def check_fhir_server_allowed(url: str, settings: Settings) -> tuple[str, ...] | None:
     """Refuse a ``fhirServer`` that would make us fetch from a non-public address.
 
-    Allowed: any URL in ``settings.allowed_fhir_servers``, else an ``https`` URL whose host
-    resolves only to public addresses.  Raises :class:`CdsBadRequest` when refused and
-    :class:`FhirUnavailable` when the host cannot be resolved right now.
+    Allowed: any URL in ``settings.allowed_fhir_servers`` (returns None: the operator named it),
+    else an ``https`` URL whose host resolves only to public addresses, which are returned so
+    the client connects to exactly those (pinning.py).  Raises :class:`CdsBadRequest` when
+    refused and :class:`FhirUnavailable` when the host cannot be resolved right now.
     """
     if isinstance(url, str) and not unambiguous(url.strip()):
         raise CdsBadRequest("fhirServer must be a plain absolute http(s) URL: no backslash, user name, "
@@ -281,14 +289,16 @@ def check_fhir_server_allowed(url: str, settings: Settings) -> None:
     if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise CdsBadRequest("fhirServer must be an absolute http(s) URL of a FHIR server.")
     if normalise_base(url) in {normalise_base(u) for u in settings.allowed_fhir_servers}:
-        return
+        return None
     refusal = (f"fhirServer host {parts.hostname} is {{why}}; this service only reads from public "
                "https FHIR servers unless the operator adds the URL to SPINE_CDS_ALLOWED_FHIR_SERVERS.")
     if parts.scheme.lower() != "https":
         raise CdsBadRequest(refusal.format(why="not https"))
-    for address in resolve(parts.hostname, origin(url)[2]):
+    addresses = resolve(parts.hostname, origin(url)[2])
+    for address in addresses:
         if not is_public_address(address):
             raise CdsBadRequest(refusal.format(why="on a loopback, private or reserved address"))
+    return tuple(dict.fromkeys(addresses))
 
 
 def resolve(host: str, port: int | None) -> list[str]:

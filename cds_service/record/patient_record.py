@@ -98,9 +98,13 @@ class RecordGatherer:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def gather(self, hook: HookRequest) -> PatientRecord:
-        """The patient's record for ``hook``; raises 412 / 400 only as described above."""
-        started = time.monotonic()
+    def gather(self, hook: HookRequest, arrived: float | None = None) -> PatientRecord:
+        """The patient's record for ``hook``; raises 412 / 400 only as described above.
+
+        ``arrived`` (a ``time.monotonic()`` value) is when the call reached the server: the
+        deadline counts from there, not from now, so time spent waiting for a worker counts too."""
+        now = time.monotonic()
+        started = min(arrived, now) if arrived is not None else now
         data, todo = read_prefetch(hook.prefetch)
         for key in PREFETCH_ONLY & todo.keys():   # never searched for: what the EHR did not send is unknown
             del todo[key]
@@ -109,8 +113,8 @@ class RecordGatherer:
         self._read_payers(hook, data, started + self._settings.deadline_s)
         self._read_attachments(hook, data, started + self._settings.deadline_s)
         record = build_record(hook.patient_id, data)
-        log.info("patient record in %.0f ms: sources=%s counts=%s",
-                 (time.monotonic() - started) * 1000, record.sources,
+        log.info("patient record in %.0f ms (%.0f ms after the call arrived): sources=%s counts=%s",
+                 (time.monotonic() - now) * 1000, (time.monotonic() - started) * 1000, record.sources,
                  {rtype: len(items) for rtype, items in record.resources.items()})
         return record
 
@@ -120,12 +124,12 @@ class RecordGatherer:
             refuse_if_required_missing(todo)
             return {key: unfetched(got) for key, got in todo.items()}
         try:
-            self._check_server(hook.fhir_server, deadline)
+            checked = self._check_server(hook.fhir_server, deadline)
         except FhirUnavailable as exc:
             log.warning("FHIR server unavailable for %s: %s", sorted(todo), exc.message)
             return {key: unfetched(got) for key, got in todo.items()}
         client = FhirClient(hook.fhir_server, hook.access_token, self._session, self._settings,
-                            deadline=deadline)
+                            deadline=deadline, pinned_to=checked)
         results, futures = self._start(hook, todo, client)
         done, _ = wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
         for key, future in futures.items():
@@ -152,8 +156,9 @@ class RecordGatherer:
         if not missing:
             return
         try:
-            self._check_server(hook.fhir_server, deadline)
-            client = FhirClient(hook.fhir_server, hook.access_token, self._session, self._settings, deadline=deadline)
+            checked = self._check_server(hook.fhir_server, deadline)
+            client = FhirClient(hook.fhir_server, hook.access_token, self._session, self._settings,
+                                deadline=deadline, pinned_to=checked)
             found = tuple(client.read("Organization", ref.split("/", 1)[1]) for ref in missing)
         except (FhirUnavailable, CdsBadRequest) as exc:
             log.warning("payer Organization not read: %s", exc.message)
@@ -169,22 +174,24 @@ class RecordGatherer:
         if not any(True for key, k in owners.items() for _ in attachments.wanted(k.resources, key, base)):
             return
         try:
-            self._check_server(hook.fhir_server, deadline)
+            checked = self._check_server(hook.fhir_server, deadline)
         except (FhirUnavailable, CdsBadRequest) as exc:
             log.warning("note attachments not read: %s", exc.message)
             return
-        client = FhirClient(hook.fhir_server, hook.access_token, self._session, self._settings, deadline=deadline)
+        client = FhirClient(hook.fhir_server, hook.access_token, self._session, self._settings,
+                            deadline=deadline, pinned_to=checked)
         limit = self._settings.note_attachment_max_bytes * 4 // 3 + 4096   # base64 in a JSON Binary
         read = lambda rid: client.read("Binary", rid, limit)  # noqa: E731
         inlined = attachments.inline({k: v.resources for k, v in owners.items()}, base, read, self._executor, deadline)
         for key, resources in inlined.items():
             data[key] = KeyData(resources, data[key].source)
 
-    def _check_server(self, url: str, deadline: float) -> None:
-        """The SSRF guard resolves the host, and DNS has no timeout of its own: bound it too."""
+    def _check_server(self, url: str, deadline: float) -> tuple[str, ...] | None:
+        """The SSRF guard resolves the host, and DNS has no timeout of its own: bound it too.
+        Returns the addresses it checked, to connect to (never a second DNS answer)."""
         future = self._executor.submit(check_fhir_server_allowed, url, self._settings)
         try:
-            future.result(timeout=max(0.0, deadline - time.monotonic()))
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             future.cancel()
             raise FhirUnavailable("The FHIR server's host was not resolved before the hook's "

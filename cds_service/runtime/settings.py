@@ -50,6 +50,12 @@ def _url_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip().rstrip("/") for item in items if item.strip())
 
 
+def _networks(text: str) -> tuple[str, ...]:
+    import ipaddress
+    items = list(text) if isinstance(text, (list, tuple)) else str(text).split(",")
+    return tuple(str(ipaddress.ip_network(item.strip(), strict=False)) for item in items if item.strip())
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -113,7 +119,7 @@ class Settings:
     )
     trusted_issuers: dict = setting(
         "SPINE_CDS_TRUSTED_ISSUERS", json.dumps({SANDBOX_ISSUER: SANDBOX_JWKS}), _issuers,
-        'JSON object {"<iss>": "<jwks url>"}: the CDS clients we accept and where their public keys are. A token\'s own jku is never fetched unless it equals this URL.',
+        'JSON object {"<iss>": "<jwks url>"}: the CDS clients we accept and where their public keys are. A token\'s own jku is ignored (never fetched): this URL decides.',
     )
     allowed_fhir_servers: tuple = setting(
         "SPINE_CDS_ALLOWED_FHIR_SERVERS", (), _url_list,
@@ -133,7 +139,11 @@ class Settings:
     )
     jwks_cache_ttl_s: float = setting(
         "SPINE_CDS_JWKS_CACHE_TTL_S", 3600.0, _positive_float,
-        "How long a trusted issuer's JWKS is cached before it is fetched again (an unknown kid triggers one refresh).",
+        "How long a trusted issuer's JWKS is cached before it is fetched again (an unknown kid triggers a refresh, at most once per SPINE_CDS_JWKS_REFRESH_INTERVAL_S).",
+    )
+    jwks_refresh_interval_s: float = setting(
+        "SPINE_CDS_JWKS_REFRESH_INTERVAL_S", 10.0, _positive_float,
+        "Fewest seconds between two fetches of one JWKS URL by a worker, whatever triggers them (unknown kids, expiry, a failed fetch): forged tokens cannot make us hammer an issuer's host.",
     )
     fhir_timeout_s: float = setting(
         "SPINE_CDS_FHIR_TIMEOUT_S", 2.5, _positive_float,
@@ -173,7 +183,7 @@ class Settings:
     )
     deadline_s: float = setting(
         "SPINE_CDS_DEADLINE_S", 2.8, _positive_float,
-        "Longest time a hook call waits for the EHR's FHIR server, in seconds; searches still running then are abandoned and the card says the check could not complete (CRD indeterminate, reason technical).",
+        "Longest time a hook call may take to gather the record, in seconds, counted from the call's arrival (time spent waiting for a worker counts): searches still running then are abandoned and the card says the check could not complete (CRD indeterminate, reason technical); a call that waited the whole deadline for a worker gets 503 with Retry-After.",
     )
     mappings_dir: Path = setting(
         "SPINE_CDS_MAPPINGS_DIR", str(_REPO_ROOT / "mappings"), _path,
@@ -193,7 +203,11 @@ class Settings:
     )
     public_base_url: str = setting(
         "SPINE_CDS_PUBLIC_BASE_URL", "", _text,
-        "Base URL clients call us at (e.g. https://cds.example.org) when behind a proxy; the JWT aud is checked against it. Empty: the URL of the request.",
+        "Base URL clients call us at (e.g. https://cds.example.org); the JWT aud must name it. Empty: the address the server listens on (its IP and port, localhost on loopback, its host name), never the Host header a client sends.",
+    )
+    trusted_proxies: tuple = setting(
+        "SPINE_CDS_TRUSTED_PROXIES", (), _networks,
+        "Comma-separated addresses or networks (e.g. 10.0.0.5, 10.0.0.0/24) of proxies whose X-Forwarded-Proto and X-Forwarded-Host name the URL clients called (for the JWT aud); such a proxy must set them itself, not pass on its client's Host. Empty (default): forwarding headers are ignored.",
     )
     today: str = setting(
         "SPINE_CDS_TODAY", "", _iso_date,

@@ -29,6 +29,7 @@ from cds_service.store.database_url import is_postgres_url, is_url, mask_url
 from cds_service.errors import CdsConfigError, CdsError
 from cds_service.store.feedback import FeedbackItem
 from cds_service.store.schema import SCHEMA_VERSION, StoreUnavailable, ensure_schema
+from cds_service.store.space import no_space
 
 __all__ = ["SCHEMA_VERSION", "DECISION_COLUMNS", "Store", "StoreUnavailable", "open_backend"]
 
@@ -81,11 +82,16 @@ class Store:
     """Decisions, feedback, fingerprints and audit records in one database; thread-safe."""
 
     def __init__(self, database: str):
-        self._db = open_backend(str(database))
+        try:
+            self._db = open_backend(str(database))
+        except CdsError as exc:
+            raise no_space(str(database), exc, MIN_FREE_BYTES) or exc
         try:
             self.schema_found = self._db.run(lambda c: ensure_schema(c, self._db.dialect, self._db.location))
-        except BaseException:
+        except BaseException as exc:
             self._db.close()
+            if isinstance(exc, CdsError) and (full := no_space(str(database), exc, MIN_FREE_BYTES)):
+                raise full from exc
             raise
 
     @property
@@ -330,3 +336,4 @@ def _insert_audit(cursor, audit: dict) -> None:
 def _order(row: dict, *keys: str) -> tuple:
     """Sort key as SQLite's ORDER BY always gave it: NULLs first, then text by code point."""
     return tuple((row[k] is not None, row[k] or "") for k in keys)
+

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"serve": _serve, "evaluate": _evaluate, "demo": _demo, "report": _report,
                 "load-patients": load_main}[args.command](args)
     except CdsConfigError as exc:
-        print(f"spine-cds: configuration error: {exc.message}", file=sys.stderr)
+        print(f"spine-cds: {exc.label}: {exc.message}", file=sys.stderr)
         return 2
 
 

@@ -3,7 +3,8 @@ of serving share: ``spine-cds serve`` (:func:`run`) and the image's docker/gunic
 
 * :func:`on_starting` (master, before any worker): gives prometheus_client's multiprocess mode a
   fresh folder in ``PROMETHEUS_MULTIPROC_DIR`` — it must be set before a worker imports
-  prometheus_client, and stale files of an earlier run would inflate the counters.
+  prometheus_client, and stale files of an earlier run would inflate the counters — and logs
+  whether each trusted issuer's JWKS is usable (:func:`check_issuers`).
 * :func:`post_worker_init` (worker, app loaded): ``gc.freeze()`` — the guideline registry and
   value-set index are immutable for the worker's life; freezing them keeps every full garbage
   collection (which large request bodies trigger) from re-scanning their objects.
@@ -75,7 +76,8 @@ def run(host: str, port: int, workers: int) -> None:
     from cds_service import close_app, create_app
     from cds_service.runtime.logs import gunicorn_logconfig
     from cds_service.runtime.settings import load_settings
-    logconfig = gunicorn_logconfig(load_settings().log_format)
+    settings = load_settings()
+    logconfig = gunicorn_logconfig(settings.log_format)
     dictConfig(logconfig)   # this process logs like the workers from now on (no line twice)
     ensure_port_free(host, port)
     prepare_metrics_dir()
@@ -83,7 +85,7 @@ def run(host: str, port: int, workers: int) -> None:
         close_app(create_app())
         print(f"spine-cds: discovery at http://{host}:{port}/cds-services (Ctrl-C to stop)", flush=True)
         _Gunicorn({"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": THREADS,
-                   "reuse_port": True,
+                   "reuse_port": True, "forwarded_allow_ips": ",".join(settings.trusted_proxies),
                    "timeout": 30, "graceful_timeout": GRACEFUL_TIMEOUT_S, "accesslog": None,
                    "logconfig_dict": logconfig, "on_starting": on_starting, "post_worker_init": post_worker_init,
                    "worker_exit": worker_exit, "child_exit": child_exit, "on_exit": on_exit}).run()
@@ -166,6 +168,21 @@ def _alive(pid: int) -> bool:
 def on_starting(server) -> None:
     prepare_metrics_dir()
     _warn_if_grace_too_short(server.cfg.graceful_timeout)
+    check_issuers()
+
+
+def check_issuers() -> None:
+    """Fetch each trusted issuer's JWKS once, in the master, and log whether it is usable (one
+    line per issuer): a wrong or unreachable key set shows at start, not as 401s (finding 14)."""
+    from cds_service.errors import CdsConfigError
+    from cds_service.protocol.jwks import check_trusted_jwks
+    from cds_service.runtime.settings import load_settings
+    try:
+        settings = load_settings()
+    except CdsConfigError:
+        return  # the workers will refuse to start with the setting's own message
+    if settings.auth:
+        check_trusted_jwks(settings.trusted_issuers)
 
 
 def post_worker_init(worker) -> None:
