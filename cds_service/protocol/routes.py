@@ -49,7 +49,7 @@ def health():
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str):
     service = _service(service_id)
-    _authenticate()
+    authenticate_client()
     started, body = time.perf_counter(), None
     try:
         body = _json_body()
@@ -84,7 +84,7 @@ def _decide(body: object, hook_name: str):
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str):
     _service(service_id)
-    _authenticate()
+    authenticate_client()
     items = parse_feedback(_json_body())
     metrics_of(current_app).record_feedback(service_id, items)
     received = datetime.now(timezone.utc).isoformat()
@@ -100,7 +100,7 @@ def _service(service_id: str) -> dict:
     return service
 
 
-def _authenticate() -> None:
+def authenticate_client() -> None:
     st = state()
     if st.settings.auth:
         st.authenticator.verify(request.headers.get("Authorization"),
@@ -207,29 +207,6 @@ def _audit_failure(service_id: str, body: object, exc: Exception, started: float
         state().store.record_audit(record)
     except Exception as store_exc:  # the store is down too: the original error is what the client needs
         log.warning("audit record of a failed call not stored: %s", type(store_exc).__name__)
-
-
-@bp.get("/report")
-def report():
-    """Operator page: card outcomes and override reasons (aggregates only, no PHI, no comment text)."""
-    _authenticate()
-    from cds_service.protocol.report import load_report, render_html
-    page = render_html(load_report(state().store), generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
-    return page, 200, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
-                       "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
-
-
-@bp.get("/questionnaires/<guideline_id>/<rule_id>")
-def questionnaire(guideline_id: str, rule_id: str):
-    """The documentation Questionnaire of an indication or gate (questionnaires.py).  No token:
-    it is public guideline content, fetched by whoever follows the card's link."""
-    from cds_service.cards.questionnaires import build_questionnaire, find_rule
-    guideline = state().registry.guidelines.get(guideline_id)
-    rule = find_rule(guideline, rule_id) if guideline and guideline.encoded else None
-    if rule is None:
-        raise CdsNotFound(f"No questionnaire for {guideline_id!r} / {rule_id!r}: not an indication or gate "
-                          "of an encoded guideline (GET /health lists the guidelines).")
-    return build_questionnaire(guideline, rule), 200, {"Content-Type": "application/fhir+json"}
 
 
 @bp.get("/openapi.json")

@@ -98,16 +98,19 @@ def _report(args) -> int:
     """Print the outcome/override report; a missing or empty database is not an error."""
     from datetime import datetime, timezone
 
-    from cds_service.protocol.report import build_report, load_report, render_html, render_text
+    from cds_service.engine.registry import load_registry
+    from cds_service.protocol.report import Labels, build_report, load_report, render_html, render_text
     from cds_service.runtime.settings import load_settings
     from cds_service.store.database import Store
     from cds_service.store.database_url import is_postgres_url, mask_url
-    database = args.database or load_settings().database_file
+    settings = load_settings()
+    database = args.database or settings.database_file
+    labels = Labels.from_registry(load_registry(settings.mappings_dir, settings.valuesets_dir, settings.default_program))
     path = mask_url(database)  # what is printed: a file path, or the URL without its password
     if is_postgres_url(database) or Path(database).is_file():
         try:
             with Store(database) as store:
-                report = load_report(store)
+                report = load_report(store, labels)
         except sqlite3.DatabaseError as exc:
             print(f"spine-cds: cannot read {path} as a spine-cds database: {exc}", file=sys.stderr)
             return 2
