@@ -232,7 +232,7 @@ table{border-collapse:collapse;margin:1em 0}th,td{padding:.25em .6em;border-bott
 td.n{text-align:right;font-variant-numeric:tabular-nums}tr.total td{font-weight:600;border-top:2px solid #999}
 .legend span{display:inline-block;width:.9em;height:.9em;margin:0 .3em 0 1em;vertical-align:middle}
 """
-ROW_H, LABEL_H, BAR_H, CHART_W = 44, 16, 18, 800
+ROW_H, LABEL_H, BAR_H, CHART_W = 58, 30, 18, 800
 
 
 def chart_svg(bars: tuple[Bar, ...]) -> str:
@@ -250,7 +250,11 @@ def chart_svg(bars: tuple[Bar, ...]) -> str:
         label = escape(bar.label)
         out.append(f'<g class="bar" data-label="{label}" data-shown="{bar.shown}">')
         counts = ", ".join(f"{getattr(bar, k)} {KIND_LABELS[k]}" for k in FEEDBACK_KINDS)
-        out.append(f'<text x="0" y="{y + 12}" font-size="12">{label} <tspan fill="#616161">({counts})</tspan></text>')
+        # Two lines, so a long guideline title never runs past the chart: the indication, then
+        # program and guideline in grey with the counts.
+        where = escape(" / ".join(v or NONE for v in (bar.program, bar.guideline)))
+        out.append(f'<text x="0" y="{y + 12}" font-size="12">{escape(bar.indication or NONE)}</text>'
+                   f'<text x="0" y="{y + 26}" font-size="11" fill="#616161">{where} ({counts})</text>')
         x = 0.0
         for kind in FEEDBACK_KINDS:
             count = getattr(bar, kind)
