@@ -70,8 +70,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from cds_service.protocol.metrics import init_metrics  # not at the top: prometheus_client must be imported after
     init_metrics(app)                  # server.py sets PROMETHEUS_MULTIPROC_DIR (metrics.py)
     init_cors(app, settings.cors_origins)
+    from cds_service.protocol.pages import bp as pages
     from cds_service.protocol.routes import bp
     app.register_blueprint(bp)
+    app.register_blueprint(pages)
     return app
 
 

@@ -35,6 +35,10 @@ keepalive = 5
 # idled (measured: 232 of 232 calls/s on one worker; bench/load.py).
 reuse_port = True
 
+# gunicorn 25.1+ opens a control socket ($XDG_RUNTIME_DIR or ~/.gunicorn/gunicorn.ctl) that can
+# resize, reload or stop the server; nothing uses it here, so it stays closed.
+control_socket_disable = _server.CONTROL_SOCKET_OFF
+
 # Each worker builds its own app (and its own SQLite connection) after the fork: a
 # connection must never be shared across processes, so the app is not preloaded.
 preload_app = False

@@ -88,3 +88,35 @@ def test_errors_say_the_expected_format(tmp_path, capsys):
     not_json.write_text("hook: order-select\n")
     assert main(["evaluate", str(not_json)]) == 2
     assert "is not a JSON file" in capsys.readouterr().err
+
+
+# --- help a new user can read (#15 §7) ----------------------------------------------------------
+
+def _help_of(capsys, *command: str) -> str:
+    from cds_service.tools.cli import main as cli_main
+    with pytest.raises(SystemExit) as done:
+        cli_main([*command, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+COMMANDS = [(), ("serve",), ("evaluate",), ("demo",), ("report",), ("load-patients",)]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_is_plain_text_and_names_every_default(capsys, command):
+    import argparse
+    from cds_service.tools.cli import build_parser
+    text = _help_of(capsys, *command)
+    assert "``" not in text and ":class:" not in text and ":func:" not in text  # no reStructuredText
+    assert all(len(line) <= 100 for line in text.splitlines()), "help lines wrap"
+    parser = build_parser()
+    if command:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command[0]]
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help" and not action.required:
+            assert "(default: " in (action.help or ""), f"{command} {action.option_strings} does not name its default"
+
+
+def test_top_level_help_shows_the_discovery_url(capsys):
+    assert "http://127.0.0.1:8080/cds-services" in _help_of(capsys)

@@ -109,8 +109,29 @@ def test_cmd_runs_gunicorn_with_the_config_and_app_factory():
     assert of("WORKDIR")[-1] == "/app"
 
 
-def test_installs_the_package_without_pip_cache():
-    assert any("pip install --no-cache-dir ." in run for run in of("RUN"))
+def test_installs_the_package_without_pip_cache_at_pinned_versions():
+    assert any("pip install --no-cache-dir -c docker/constraints.txt ." in run for run in of("RUN"))
+
+
+def _requirement_name(text: str) -> str:
+    import re
+    return re.split(r"[\[<>=!~; ]", text, maxsplit=1)[0].lower().replace("_", "-").replace(".", "-")
+
+
+def test_the_image_pins_every_dependency_and_pyproject_bounds_each_from_above():
+    """An unpinned rebuild brought gunicorn 27 and its control socket: never again silently."""
+    import tomllib
+    lines = [line.strip() for line in (ROOT / "docker" / "constraints.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines and all("==" in line and ";" not in line for line in lines), "every constraint is one exact version"
+    pinned = {_requirement_name(line) for line in lines}
+    runtime = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for requirement in runtime:
+        assert "<" in requirement, f"{requirement}: give it an upper bound in pyproject.toml"
+        assert _requirement_name(requirement) in pinned, f"{requirement} is not pinned in docker/constraints.txt"
+    from importlib.metadata import version
+    gunicorn = next(line for line in lines if line.startswith("gunicorn=="))
+    assert gunicorn == f"gunicorn=={version('gunicorn')}", "the image runs the gunicorn the tests ran"
 
 
 @pytest.mark.parametrize("source", copy_sources())
@@ -153,6 +174,7 @@ def test_gunicorn_conf_defines_the_serving_settings(monkeypatch):
     assert conf["timeout"] == 30 and conf["graceful_timeout"] == 20
     assert conf["accesslog"] is None  # access logs carry URLs: off by default
     assert conf["preload_app"] is False
+    assert conf["control_socket_disable"] is True  # gunicorn 25.1+'s control socket stays closed
     assert "forwarded_allow_ips" not in conf
 
 

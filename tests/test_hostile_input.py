@@ -145,3 +145,14 @@ def test_the_fast_parser_accepts_and_refuses_what_the_standard_library_does(raw)
         return
     got = parse_json(raw)
     assert json.dumps(got) == json.dumps(expected)
+
+
+def test_date_arithmetic_past_the_calendar_is_held_not_a_crash():
+    """Hypothesis found it: a prescription supplied for 10^8 days ran past year 9999 (500)."""
+    from datetime import date
+    from cds_service.engine.fhir_dates import add_days
+    from cds_service.engine.record_dates import medication_end
+    supply = {"dispenseRequest": {"expectedSupplyDuration": {"value": 10 ** 8, "unit": "d", "code": "d",
+                                                             "system": "http://unitsofmeasure.org"}}}
+    assert medication_end(supply, date(2026, 1, 1)) == date.max
+    assert add_days(date(1, 1, 2), -10) == date.min and add_days(date(2026, 1, 1), 1) == date(2026, 1, 2)

@@ -209,3 +209,18 @@ def test_mentions_are_shared_by_workers_through_the_host_cache(make_app, tmp_pat
     first.extensions["spine_cds"].registry.narrative._local.clear()
     card, decision = decide(second.test_client(), body)
     assert decision["outcome"] == "approve" and runs == []
+
+
+@pytest.mark.parametrize("junk", [
+    {"content": 7}, {"content": [7, None, "x"]}, {"content": [{"attachment": "x"}]},
+    {"content": [{"attachment": {"data": 5, "contentType": ["text/plain"]}}]},
+    {"content": [{"attachment": {"data": "dGV4dA==", "contentType": "text/plain; charset=\u0000"}}]},
+    {"date": {"x": 1}, "context": "now"}, {"type": [1], "category": {"a": 1}}, {"status": ["current"]},
+    {"content": [{"attachment": {"data": base64.b64encode(b"\xff\xfe\x00s\x00a\x00d").decode(), "contentType": "text/html"}}]},
+])
+def test_junk_in_a_note_is_never_a_crash(client, junk):
+    body = note_chart()
+    [note] = [e["resource"] for e in body["prefetch"]["documentReferences"]["entry"]]
+    note.update(junk)
+    response = client.post(SELECT, json=body)
+    assert response.status_code == 200, response.get_json()

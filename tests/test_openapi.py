@@ -160,6 +160,9 @@ def test_real_responses_match_the_document_and_every_documented_response_occurs(
     checker.check("/cds-services/{service_id}/feedback", "post", client.post(SELECT + "/feedback", json=feedback))
     for path in ("/cds-services", "/health", "/report", "/metrics", "/openapi.json"):
         checker.check(path, "get", client.get(path))
+    checker.check("/report", "get", client.get("/report", headers={"Accept": "application/json"}))
+    checker.check("/questionnaires/{guideline_id}/{rule_id}", "get",
+                  client.get(links[0].split("localhost", 1)[1], headers={"Accept": "text/html"}))
     full = make_app()   # a disk with no room left for a commit: /health says what every hook call would meet
     import cds_service.store.database as database
     original, database.MIN_FREE_BYTES = database.MIN_FREE_BYTES, 1 << 62
@@ -178,4 +181,6 @@ def test_real_responses_match_the_document_and_every_documented_response_occurs(
                            ("/cds-services/{service_id}/feedback", lambda c: c.post(SELECT + "/feedback", json=feedback)),
                            ("/report", lambda c: c.get("/report"))):
             checker.check(path, "post" if path != "/report" else "get", call(secured.test_client()))
+        operator = make_app(SPINE_CDS_AUTH="on", SPINE_CDS_REPORT_TOKEN="t" * 32).test_client()
+        checker.check("/report", "get", operator.get("/report?token=" + "t" * 32))
     assert checker.documented() - checker.seen == set()

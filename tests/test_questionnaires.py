@@ -295,3 +295,77 @@ def test_coverage_information_has_no_questionnaire_when_nothing_is_to_be_atteste
         parts = assert_coverage_information(
             coverage_action(decision, "order-sign", "hook-1", date(2026, 11, 22))["resource"], "order-sign")
         assert "questionnaire" not in parts
+
+
+# --- a page a browser shows (#15 §4) -------------------------------------------------------------
+
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+
+
+def test_a_browser_gets_a_readable_form_with_the_quote_the_questions_and_the_coded_record(client, registry):
+    guideline = registry.guidelines[GUIDELINE]
+    rule = next(r for r in guideline.indications if r.id == FOLLOW_UP)
+    response = client.get(PATH, headers={"Accept": BROWSER})
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    assert response.headers["Vary"] == "Accept" and "script-src" not in response.headers["Content-Security-Policy"]
+    html = response.get_data(as_text=True)
+    from markupsafe import escape  # how the templates escape
+    assert escape(rule.label) in html and escape(guideline.title) in html
+    assert escape(rule.source["quote"]) in html
+    assert escape(MEDICAL_REASON) in html and 'type="radio"' in html
+    assert "What the coded record must show instead" in html
+    from cds_service.cards.questionnaires import coded_labels
+    assert all(escape(line) in html for line in coded_labels(rule, guideline.definitions))
+    assert f'href="http://localhost{PATH}?_format=json"' in html  # absolute, from the request without a base URL
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "application/fhir+json", "application/json",
+                                    "application/fhir+json, text/html;q=0.9", "text/html;q=0.5, application/json"])
+def test_fhir_clients_and_curl_still_get_the_questionnaire_as_fhir_json(client, accept):
+    response = client.get(PATH, headers={"Accept": accept} if accept else {})
+    assert response.mimetype == "application/fhir+json"
+    assert response.get_json()["resourceType"] == "Questionnaire"
+
+
+def test_format_json_overrides_a_browsers_accept(client):
+    response = client.get(PATH + "?_format=json", headers={"Accept": BROWSER})
+    assert response.mimetype == "application/fhir+json"
+
+
+def test_the_page_escapes_everything_it_shows(make_app, tmp_path, registry):
+    import shutil
+    mappings = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", mappings)
+    path = mappings / f"{GUIDELINE}.json"
+    data = json.loads(path.read_text())
+    rule = next(r for r in data["indications"] if r["id"] == FOLLOW_UP)
+    rule["label"] = "<script>alert(1)</script> & follow-up"
+    rule["source"]["quote"] = '"><img src=x onerror=alert(2)>'
+    path.write_text(json.dumps(data))
+    client = make_app(SPINE_CDS_MAPPINGS_DIR=str(mappings)).test_client()
+    html = client.get(PATH, headers={"Accept": BROWSER}).get_data(as_text=True)
+    assert "<script>" not in html and "<img" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; follow-up" in html
+
+
+def test_links_use_the_configured_public_base_url(make_app):
+    client = make_app(SPINE_CDS_PUBLIC_BASE_URL="https://cds.example.org/spine").test_client()
+    html = client.get(PATH, headers={"Accept": BROWSER}).get_data(as_text=True)
+    assert f'href="https://cds.example.org/spine{PATH}?_format=json"' in html and "localhost" not in html
+
+
+def offline_link(monkeypatch, base: str | None) -> str:
+    from cds_service.tools.batch import offline_response
+    if base is None:
+        monkeypatch.delenv("SPINE_CDS_PUBLIC_BASE_URL", raising=False)
+    else:
+        monkeypatch.setenv("SPINE_CDS_PUBLIC_BASE_URL", base)
+    body = json.loads((ROOT / "cds_service" / "samples" / "post-op-follow-up-needs-reason.json").read_text())
+    status, response = offline_response(body, date(2026, 11, 22))
+    [link] = [link for card in response["cards"] for link in card.get("links", [])]
+    return link["url"]
+
+
+def test_offline_evaluate_links_to_the_public_base_url_never_localhost(monkeypatch):
+    assert offline_link(monkeypatch, "https://cds.example.org").startswith("https://cds.example.org/questionnaires/")
+    assert offline_link(monkeypatch, None).startswith("http://127.0.0.1:8080/questionnaires/")  # serve's default

@@ -60,3 +60,20 @@ def test_the_check_can_fail():
     assert "cds_service/nowhere.py" in _candidates("see `cds_service/nowhere.py`")
     assert "protocol/hooks.py" in _candidates("```\nprotocol/hooks.py   one call\n```")
     assert "auth.py" in _candidates("`auth.py` verifies")
+
+
+def test_every_readme_block_that_starts_a_server_waits_for_it_then_stops_it():
+    """A pasted block must not call the server before it listens (#15 §7: the curl block failed
+    when pasted), and must not leave it holding the port for the next block."""
+    text = (ROOT / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```sh\n(.*?)```", text, flags=re.S) if re.search(r"spine-cds serve[^\n]*&", b)]
+    assert blocks, "the README shows curl calls against a background server"
+    for block in blocks:
+        lines = block.splitlines()
+        start = next(i for i, line in enumerate(lines) if re.search(r"spine-cds serve[^\n]*& server=\$!", line))
+        wait = next(i for i, line in enumerate(lines) if "/health" in line and ("until" in line or "seq" in line))
+        first_call = next(i for i, line in enumerate(lines) if "curl" in line and i != wait)
+        assert start < wait < first_call, block
+        assert lines[-1].strip() == "kill $server", block
+    first = text.index(".venv/bin/spine-cds serve\n```")
+    assert text[first:].split("```", 2)[1].lstrip().startswith("Discovery is then at <http://127.0.0.1:8080/cds-services>")

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds_service.tools.cli import SAMPLES, main
 from cds_service.store.feedback import Coding, FeedbackItem
-from cds_service.protocol.report import build_report, load_report, render_html, render_text
+from cds_service.protocol.report import Labels, build_report, load_report, render_html, render_text
 from cds_service.store.database import Store
 from jwt_helpers import JwksServer, public_jwk
 
@@ -64,7 +64,7 @@ FEEDBACK = [
 
 def seed(store: Store) -> None:
     for card, (program, guideline, indication, outcome) in CARDS.items():
-        store.record_decision(card, "spine-imaging-order-select", "order-select", f"hi-{card}", "ServiceRequest/sr",
+        store.record_decision(card, "spine-imaging-order-select", "order-select", f"hi-{card}", f"ServiceRequest/sr-{card}",
                               program, guideline, indication, outcome, ["s-1"], T0.isoformat())
     stored = [store.record_feedback("spine-imaging-order-select", item, T0.isoformat()) for item in FEEDBACK]
     assert stored.count(False) == 1
@@ -114,7 +114,7 @@ def test_report_totals_bars_and_text(store):
         ("nia / - / -", 0, 0, 1),
     ]
     text = render_text(report)
-    assert "(comment only, no reason code)" in text
+    assert "dismissed without a reason" in text and "comment only" not in text
     assert "1 card(s) with feedback but no stored decision are not counted." in text
     assert "script" not in text and "refused" not in text
     assert render_text(build_report([], [])) == "no decisions recorded yet"
@@ -125,19 +125,29 @@ def table_line(text: str, *cells: str) -> bool:
     return any(re.split(r"\s{2,}", line.strip()) == list(cells) for line in text.splitlines())
 
 
-def test_cli_prints_the_table(tmp_path, capsys):
+def named(registry, program, guideline=None, indication=None) -> list[str]:
+    """The clinical labels the report shows for these ids ("-" for none)."""
+    return [v or "-" for v in Labels.from_registry(registry).names(program, guideline, indication)]
+
+
+def test_cli_prints_the_table_in_clinical_labels(tmp_path, capsys, registry):
     database = tmp_path / "decisions.sqlite3"
     with Store(str(database)) as store:
         seed(store)
     assert main(["report", "--database", str(database)]) == 0
     out = capsys.readouterr().out
     assert f"Decisions in {database}" in out
-    assert table_line(out, *LUMBAR, "conservative-care-failed", "documentation", "4", "0", "3", "1", "100%")
-    assert table_line(out, *LUMBAR, "neuro-deficit", "alternative", "3", "2", "1", "0", "33%")
-    assert table_line(out, "nia", "-", "-", "no-policy", "1", "0", "0", "1", "-")
+    care = named(registry, *LUMBAR, "conservative-care-failed")
+    indication = next(i for i in registry.guidelines[LUMBAR[1]].indications if i.id == "conservative-care-failed")
+    assert care == ["National Imaging Associates (NIA)", "NIA Clinical Guidelines: Lumbar Spine MRI", indication.label]
+    assert table_line(out, *care, "documentation asked", "4", "0", "3", "1", "100%")
+    assert table_line(out, *named(registry, *LUMBAR, "neuro-deficit"), "alternative suggested", "3", "2", "1", "0", "33%")
+    assert table_line(out, *named(registry, "nia"), "no guideline for this study", "1", "0", "0", "1", "-")
     assert table_line(out, "total", "10", "2", "4", "4", "67%")
-    assert table_line(out, *LUMBAR, "conservative-care-failed", "documentation",
-                      f"documented-elsewhere ({ELSEWHERE.display})", "2", "1")
+    assert table_line(out, *care, "documentation asked", f"documented-elsewhere ({ELSEWHERE.display})", "2", "1")
+    assert table_line(out, *named(registry, *LUMBAR, "neuro-deficit"), "alternative suggested",
+                      "dismissed without a reason", "1", "1")
+    assert "nia-lumbar-spine-mri" not in out and "conservative-care-failed" not in out
     assert "script" not in out
 
 
@@ -217,16 +227,16 @@ def test_html_page_has_a_bar_per_indication_and_the_reason_table(store):
     outcomes, reasons = page.tables
     assert outcomes[-1] == ["total", "", "", "", "10", "2", "4", "4", "67%"]
     assert reasons[1:] == [
-        [*LUMBAR, "conservative-care-failed", "documentation", f"documented-elsewhere ({ELSEWHERE.display})", "2", "1"],
-        [*LUMBAR, "conservative-care-failed", "documentation", f"clinical-judgment ({JUDGMENT.display})", "1", "0"],
-        [*LUMBAR, "neuro-deficit", "alternative", "(comment only, no reason code)", "1", "1"],
+        [*LUMBAR, "conservative-care-failed", "documentation asked", f"documented-elsewhere ({ELSEWHERE.display})", "2", "1"],
+        [*LUMBAR, "conservative-care-failed", "documentation asked", f"clinical-judgment ({JUDGMENT.display})", "1", "0"],
+        [*LUMBAR, "neuro-deficit", "alternative suggested", "dismissed without a reason", "1", "1"],
     ]
     assert "Clinical &lt;judgment&gt; &amp; care" in html and "<judgment>" not in html
     assert "<script" not in html and "alert" not in html and "refused" not in html
     assert 'src=' not in html and 'href=' not in html  # self-contained: no external asset
 
 
-def test_get_report_serves_the_page_from_the_apps_store(make_app):
+def test_get_report_serves_the_page_from_the_apps_store(make_app, registry):
     app = make_app()
     client = app.test_client()
     hook = {name: json.loads((SAMPLES / name).read_text())
@@ -246,7 +256,7 @@ def test_get_report_serves_the_page_from_the_apps_store(make_app):
     html = response.get_data(as_text=True)
     page = Page(html)
     approve = next(c for c in cards if not c.get("suggestions"))["extension"]["spine-cds.decision"]
-    assert page.bars[f"nia / nia-lumbar-spine-mri / {approve['indication']}"]["no_feedback"][0] == 1
+    assert page.bars[" / ".join(named(registry, "nia", "nia-lumbar-spine-mri", approve["indication"]))]["no_feedback"][0] == 1
     assert sum(bar["overridden"][0] for bar in page.bars.values()) == 1
     assert any("alternative-not-suitable" in cell for r in page.tables[1] for cell in r)
     assert "<script" not in html
@@ -267,3 +277,101 @@ def test_get_report_needs_a_client_token_when_auth_is_on(make_app):
         response = client.get("/report", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 200
         assert "No decisions recorded yet." in response.get_data(as_text=True)
+
+
+# -- one row per order decision (#15 §4) -------------------------------------------------------
+
+SELECT = "/cds-services/spine-imaging-order-select"
+REPORT_TOKEN = "r" * 40
+
+
+def select_calls(client, sample: str, times: int) -> list[dict]:
+    """``times`` order-select calls about one unchanged order, as an EHR makes on every edit."""
+    body = json.loads((SAMPLES / sample).read_text())
+    return [client.post(SELECT, json={**body, "hookInstance": str(uuid.uuid4())}).get_json()["cards"][0]
+            for _ in range(times)]
+
+
+def test_repeated_order_select_cards_of_one_order_are_one_order_decision(make_app):
+    client = make_app().test_client()
+    cards = select_calls(client, "radiculopathy-conservative-care-failed.json", 4)
+    assert len({c["uuid"] for c in cards}) == 4  # four cards shown ...
+    other = select_calls(client, "infant-sacral-dimple.json", 2)[0]
+    feedback = {"card": cards[1]["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:00:00Z"}
+    client.post(SELECT + "/feedback", json={"feedback": [feedback]})
+    report = client.get("/report", headers={"Accept": "application/json"}).get_json()
+    rows = {r["indication"]: r for r in report["orderDecisions"]}
+    decided = cards[0]["extension"]["spine-cds.decision"]["indication"]
+    assert (rows[decided]["shown"], rows[decided]["overridden"], rows[decided]["no_feedback"]) == (1, 1, 0)  # ... one decision
+    assert report["total"]["shown"] == 2
+    assert rows[other["extension"]["spine-cds.decision"]["indication"]]["shown"] == 1
+    assert report["overrideReasons"][0]["reason"] == "dismissed without a reason"
+
+
+def test_a_changed_decision_about_the_same_order_is_another_order_decision(store):
+    for n, outcome in enumerate(("alternative", "alternative", "approve")):
+        store.record_decision(f"ord-{n}", "spine-imaging-order-select", "order-select", f"h-{n}", "ServiceRequest/x",
+                              "nia", LUMBAR[1], "neuro-deficit", outcome, [], T0.isoformat())
+    counts = {(r["indication"], r["outcome"]): r["shown"] for r in store.outcome_counts()}
+    assert counts[("neuro-deficit", "alternative")] == 3 + 1 and counts[("neuro-deficit", "approve")] == 1
+
+
+def test_report_page_shows_clinical_labels_and_a_plain_dismiss_in_words(make_app, registry):
+    client = make_app().test_client()
+    [card] = select_calls(client, "radiculopathy-conservative-care-failed.json", 1)
+    client.post(SELECT + "/feedback", json={"feedback": [
+        {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:00:00Z"}]})
+    response = client.get("/report", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    html = response.get_data(as_text=True)
+    decision = card["extension"]["spine-cds.decision"]
+    assert all(label in html for label in named(registry, "nia", decision["guideline"], decision["indication"]))
+    assert "dismissed without a reason" in html and "comment only" not in html
+    assert decision["indication"] not in html and ">nia<" not in html
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+def auth_on_app(make_app, **extra):
+    return make_app(SPINE_CDS_AUTH="on", SPINE_CDS_TRUSTED_ISSUERS=json.dumps({"https://ehr.example.org": "https://ehr.example.org/jwks"}),
+                    **extra)
+
+
+def test_report_opens_with_the_operator_token_as_bearer(make_app, caplog):
+    client = auth_on_app(make_app, SPINE_CDS_REPORT_TOKEN=REPORT_TOKEN).test_client()
+    assert client.get("/report", headers={"Authorization": f"Bearer {REPORT_TOKEN}"}).status_code == 200
+    for wrong in (REPORT_TOKEN[:-1] + "x", REPORT_TOKEN + "x", "", REPORT_TOKEN.upper()):
+        denied = client.get("/report", headers={"Authorization": f"Bearer {wrong}"})
+        assert denied.status_code == 401
+        assert "SPINE_CDS_REPORT_TOKEN" in denied.get_json()["issue"][0]["diagnostics"]
+    assert client.get("/report").status_code == 401
+    assert REPORT_TOKEN not in caplog.text
+
+
+def test_a_browser_opens_the_report_once_with_the_token_in_the_url_then_by_cookie(make_app, caplog):
+    app = auth_on_app(make_app, SPINE_CDS_REPORT_TOKEN=REPORT_TOKEN, SPINE_CDS_PUBLIC_BASE_URL="https://cds.example.org")
+    client = app.test_client()
+    assert client.get("/report?token=" + "x" * 40).status_code == 401
+    first = client.get(f"/report?token={REPORT_TOKEN}")
+    assert first.status_code == 303
+    assert first.headers["Location"] == "https://cds.example.org/report"  # the token leaves the address bar
+    cookie = first.headers["Set-Cookie"]
+    assert REPORT_TOKEN not in cookie
+    assert all(flag in cookie for flag in ("HttpOnly", "SameSite=Strict", "Path=/report", "Secure"))
+    assert client.get("/report").status_code == 200  # the test client keeps the cookie
+    client.delete_cookie("spine_cds_report", path="/report")
+    assert client.get("/report").status_code == 401
+    client.set_cookie("spine_cds_report", "0" * 64, path="/report")
+    assert client.get("/report").status_code == 401
+    assert REPORT_TOKEN not in caplog.text
+
+
+def test_without_an_operator_token_the_401_says_how_to_set_one(make_app):
+    denied = auth_on_app(make_app).test_client().get(f"/report?token={REPORT_TOKEN}")
+    assert denied.status_code == 401
+    assert "set SPINE_CDS_REPORT_TOKEN" in denied.get_json()["issue"][0]["diagnostics"]
+
+
+def test_a_short_report_token_is_refused_without_quoting_it(make_app):
+    from cds_service.errors import CdsConfigError
+    with pytest.raises(CdsConfigError) as refused:
+        make_app(SPINE_CDS_REPORT_TOKEN="short-secret")
+    assert "short-secret" not in refused.value.message and "32 characters" in refused.value.message

@@ -143,7 +143,7 @@ def test_report_queries_count_each_card_by_its_latest_feedback(store):
     cards = {"doc-1": ("nia", "g", "ind", "documentation"), "doc-2": ("nia", "g", "ind", "documentation"),
              "none-1": ("nia", None, None, "no-policy"), "alt-1": ("nia", "g", None, "alternative")}
     for card, (program, guideline, indication, outcome) in cards.items():
-        store.record_decision(card, "svc", "order-select", f"hi-{card}", "ServiceRequest/sr", program, guideline,
+        store.record_decision(card, "svc", "order-select", f"hi-{card}", f"ServiceRequest/{card}", program, guideline,
                               indication, outcome, [], RECEIVED)
     code = Coding("clinical-judgment", "urn:sys", "Judgment")
     feedback = [FeedbackItem("doc-1", "overridden", T0, reason=code, user_comment="secret words"),

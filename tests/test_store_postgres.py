@@ -147,4 +147,4 @@ def test_report_command_reads_postgres_and_masks_the_password(pg_database, capsy
     assert main(["report", "--database", pg_database]) == 0
     out = capsys.readouterr().out
     assert "Decisions in postgresql://spine:***@" in out and PASSWORD not in out
-    assert "conservative-care-failed" in out
+    assert "Back pain that failed 6 weeks of conservative treatment" in out  # the indication in clinical words

@@ -20,10 +20,10 @@ A single visit therefore never reaches six weeks, and weekly therapy for six wee
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, timedelta
+from datetime import date
 from typing import NamedTuple
 
-from cds_service.engine.fhir_dates import human_date
+from cds_service.engine.fhir_dates import add_days, human_date
 from cds_service.engine.regions import concerns
 from cds_service.model import ClinicalItem, Facts, Result, Status
 
@@ -54,7 +54,7 @@ def span(item: ClinicalItem, today: date) -> tuple[date, date] | None:
     elif item.resource_type in ONGOING_TYPES and item.status == "active":
         end = today
     else:
-        end = item.when + timedelta(days=VISIT_DAYS)
+        end = add_days(item.when, VISIT_DAYS)
     return item.when, min(end, today)
 
 
@@ -68,7 +68,7 @@ def longest_course(items: Iterable[ClinicalItem], since: date, today: date) -> C
     spans.sort(key=lambda s: (s[0], s[1], s[2].ref))   # by date, then ref: the same course whatever the input order
     runs: list[Course] = []
     for start, end, item in spans:
-        if runs and start <= runs[-1].end + timedelta(days=MAX_GAP_DAYS):
+        if runs and start <= add_days(runs[-1].end, MAX_GAP_DAYS):
             last = runs[-1]
             runs[-1] = Course(last.start, max(last.end, end), last.items + (item,))
         else:
@@ -115,7 +115,7 @@ def evaluate(node: dict, facts: Facts, region: str | None) -> Result:
     if course.days >= weeks * 7:
         return Result(Status.MET, label, evidence, detail=f"{detail} ({course.days // 7} weeks)")
     if course.ongoing(facts.today):
-        met_on = course.start + timedelta(weeks=weeks)
+        met_on = add_days(course.start, 7 * weeks)
         return Result(Status.UNKNOWN, label, evidence, met_on=met_on,
                       detail=f"{detail}; {weeks} weeks of care reached on {human_date(met_on)} if it continues")
     return Result(Status.UNKNOWN, label, evidence,
@@ -128,7 +128,7 @@ def _measure(facts: Facts, components: list[dict], lookback_days: int, region: s
     key = ("course", tuple((c["id"], tuple(c["valuesets"])) for c in components), lookback_days, region)
     if (cached := facts.memo.get(key)) is not None:
         return cached
-    since, today = facts.today - timedelta(days=lookback_days), facts.today
+    since, today = add_days(facts.today, -lookback_days), facts.today
     found: dict[str, list[ClinicalItem]] = {}
     for component in components:
         seen: dict[int, ClinicalItem] = {}

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable
-from datetime import date, timedelta
+from datetime import date
 
 from cds_service.engine import courses, trends, units
 from cds_service.engine.attestation import ATTESTATION_WINDOW_DAYS, ATTESTED, DENIED, link_id
-from cds_service.engine.fhir_dates import human_date
+from cds_service.engine.fhir_dates import add_days, human_date
 from cds_service.engine.narrative.lexicon import NOTED
 from cds_service.engine.regions import WHOLE_SPINE
 from cds_service.model import NARRATIVE, ClinicalItem, Facts, Result, Status
@@ -37,7 +37,7 @@ def in_window(item: ClinicalItem, facts: Facts, within_days: int | None) -> bool
         return True
     if item.when is None:
         return None
-    return item.when >= facts.today - timedelta(days=within_days)
+    return item.when >= add_days(facts.today, -within_days)
 
 
 def _absent(node: dict, detail: str) -> Result:
@@ -138,7 +138,7 @@ def _onset(node: dict, facts: Facts, items: list[ClinicalItem]) -> Result:
         return Result(Status.MET, label, _refs(hits), detail=_describe_onset(hits))
     if low is not None and any(age[id(i)] < low for i in dated):
         earliest = min(i.when for i in dated)
-        met_on = earliest + timedelta(days=low)
+        met_on = add_days(earliest, low)
         return Result(Status.UNKNOWN, label, _refs(dated), met_on=met_on,
                       detail=f"began {human_date(earliest)}; {low} days reached on {human_date(met_on)} if it persists")
     return Result(Status.NOT_MET, label, _refs(dated), detail=f"began {human_date(min(i.when for i in dated))}, "

@@ -5,7 +5,7 @@ partial date is read as its first day; anything unreadable is ``None`` (unknown)
 """
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 
 def parse_date(value: object) -> date | None:
@@ -58,3 +58,12 @@ def lower_first(text: str) -> str:
     if len(text) > 1 and text[1].isupper():
         return text
     return text[:1].lower() + text[1:]
+
+
+def add_days(day: date, days: float) -> date:
+    """``day`` plus ``days`` (negative: minus), held within the calendar: a record that says a
+    prescription runs for 10 million days, or a birth in year 1, must not crash a decision."""
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return date.max if days > 0 else date.min

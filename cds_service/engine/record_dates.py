@@ -10,9 +10,9 @@ statement's ``effectivePeriod.end``); an active prescription with no stated end 
 """
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
-from cds_service.engine.fhir_dates import first_date, parse_date
+from cds_service.engine.fhir_dates import add_days, first_date, parse_date
 
 INACTIVE_CLINICAL = frozenset({"inactive", "remission", "resolved"})
 # UCUM (and common text) units of a Duration or an Age, in days.
@@ -36,7 +36,7 @@ def condition_onset(resource: dict, birth: date | None) -> tuple[date | None, st
         return onset, "onset"
     age_days = duration_days(resource.get("onsetAge"))
     if age_days is not None and birth is not None:
-        return birth + timedelta(days=age_days), "age at onset"
+        return add_days(birth, age_days), "age at onset"
     recorded = parse_date(resource.get("recordedDate"))
     return (recorded, "recorded") if recorded is not None else (None, None)
 
@@ -47,7 +47,7 @@ def condition_abated(resource: dict, birth: date | None, today: date) -> date | 
     if end is None and isinstance(resource.get("abatementPeriod"), dict):
         end = parse_date(resource["abatementPeriod"].get("end")) or parse_date(resource["abatementPeriod"].get("start"))
     if end is None and birth is not None and (days := duration_days(resource.get("abatementAge"))) is not None:
-        end = birth + timedelta(days=days)
+        end = add_days(birth, days)
     return end if end is not None and end <= today else None
 
 
@@ -68,5 +68,5 @@ def medication_end(resource: dict, start: date | None) -> date | None:
     if days is not None and start is not None:
         refills = dispense.get("numberOfRepeatsAllowed")
         fills = 1 + (refills if isinstance(refills, int) and 0 <= refills <= 12 else 0)
-        return start + timedelta(days=days * fills)
+        return add_days(start, days * fills)
     return None

@@ -6,19 +6,58 @@ reasons were given — shows which criteria produce cards people disagree with. 
 from :class:`~cds_service.store.database.Store` (aggregated in SQL, never per patient); everything here
 is a pure function over those rows, so the CLI table, the HTML page and the tests share it.
 
+Rows are *order decisions*, not cards: the store counts the repeated cards of every order-select
+call about one unchanged order once (Store._LATEST_FEEDBACK).  What a reader sees are clinical
+labels — the program's and guideline's names, the indication as the guideline words it, the card
+outcome in words — from :class:`Labels` (built from the registry); the ids stay in the JSON.
+
 The HTML page is self-contained (inline CSS and SVG, no script, no external asset) so it can be
 saved, mailed or served behind a strict Content-Security-Policy.  Every value is escaped with
 :func:`html.escape`; free-text comments are never part of the rows, only how many there were.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 
 FEEDBACK_KINDS = ("accepted", "overridden", "no_feedback")
 KIND_LABELS = {"accepted": "accepted", "overridden": "overridden", "no_feedback": "no feedback"}
 KIND_COLOURS = {"accepted": "#2e7d32", "overridden": "#c62828", "no_feedback": "#9e9e9e"}
 NONE = "-"
+OUTCOME_WORDS = {"approve": "approved", "alternative": "alternative suggested",
+                 "documentation": "documentation asked", "no-policy": "no guideline for this study",
+                 "incomplete": "record could not be read"}
+PLAIN_DISMISS = "dismissed without a reason"
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Clinical names for the ids the store keeps: program → name, guideline → title,
+    (guideline, rule) → the rule's label.  An id it does not know is shown as it is."""
+
+    programs: dict = field(default_factory=dict)
+    guidelines: dict = field(default_factory=dict)
+    rules: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_registry(cls, registry) -> Labels:
+        guidelines = registry.guidelines.values()
+        return cls(programs={p.id: p.name for p in registry.routing.programs.values()},
+                   guidelines={g.id: g.title for g in guidelines},
+                   rules={(g.id, r.id): r.label for g in guidelines
+                          for r in (*g.indications, *g.gates, *g.alternatives)})
+
+    def program(self, program: str | None) -> str | None:
+        return self.programs.get(program, program)
+
+    def guideline(self, guideline: str | None) -> str | None:
+        return self.guidelines.get(guideline, guideline)
+
+    def indication(self, guideline: str | None, indication: str | None) -> str | None:
+        return self.rules.get((guideline, indication), indication)
+
+    def names(self, program, guideline, indication) -> list[str | None]:
+        return [self.program(program), self.guideline(guideline), self.indication(guideline, indication)]
 
 
 @dataclass(frozen=True)
@@ -76,13 +115,15 @@ class Report:
     reasons: tuple[ReasonRow, ...]
     bars: tuple[Bar, ...]
     cards_without_decision: int = 0
+    labels: Labels = Labels()
 
     @property
     def total(self) -> dict[str, int]:
         return {k: sum(getattr(r, k) for r in self.rows) for k in ("shown", *FEEDBACK_KINDS)}
 
 
-def build_report(outcome_rows: list[dict], reason_rows: list[dict], cards_without_decision: int = 0) -> Report:
+def build_report(outcome_rows: list[dict], reason_rows: list[dict], cards_without_decision: int = 0,
+                 labels: Labels | None = None) -> Report:
     """Turn :meth:`Store.outcome_counts` / :meth:`Store.override_reason_counts` rows into a Report."""
     rows = tuple(sorted((OutcomeRow(**row) for row in outcome_rows),
                         key=lambda r: _sort_key((r.program, r.guideline, r.indication, r.outcome))))
@@ -93,14 +134,26 @@ def build_report(outcome_rows: list[dict], reason_rows: list[dict], cards_withou
         counts = grouped.setdefault((row.program, row.guideline, row.indication), [0, 0, 0])
         for i, kind in enumerate(FEEDBACK_KINDS):
             counts[i] += getattr(row, kind)
-    bars = tuple(Bar(*key, *counts) for key, counts in sorted(grouped.items(), key=lambda kv: _sort_key(kv[0])))
-    return Report(rows, reasons, bars, cards_without_decision)
+    labels = labels or Labels()
+    bars = tuple(Bar(*labels.names(*key), *counts)
+                 for key, counts in sorted(grouped.items(), key=lambda kv: _sort_key(kv[0])))
+    return Report(rows, reasons, bars, cards_without_decision, labels)
 
 
-def load_report(store) -> Report:
-    """The report over everything a store holds."""
+def load_report(store, labels: Labels | None = None) -> Report:
+    """The report over everything a store holds, worded with ``labels``."""
     return build_report(store.outcome_counts(), store.override_reason_counts(),
-                        store.count_cards_without_decision())
+                        store.count_cards_without_decision(), labels)
+
+
+def report_json(report: Report) -> dict:
+    """The report for a program (``Accept: application/json``): ids and labels side by side."""
+    def named(r) -> dict:
+        program, guideline, indication = report.labels.names(r.program, r.guideline, r.indication)
+        return {"programLabel": program, "guidelineLabel": guideline, "indicationLabel": indication}
+    return {"total": report.total, "cardsWithoutDecision": report.cards_without_decision,
+            "orderDecisions": [{**vars(r), **named(r)} for r in report.rows],
+            "overrideReasons": [{**vars(r), **named(r), "reason": reason_label(r)} for r in report.reasons]}
 
 
 def _sort_key(key: tuple) -> tuple:
@@ -114,8 +167,9 @@ def override_share(accepted: int, overridden: int) -> str:
 
 
 def reason_label(row: ReasonRow) -> str:
+    """The reason as a reader says it; an override without a reason code is a plain dismiss."""
     if row.reason_code is None:
-        return "(comment only, no reason code)"
+        return PLAIN_DISMISS
     return f"{row.reason_code} ({row.reason_display})" if row.reason_display else row.reason_code
 
 
@@ -136,15 +190,16 @@ def text_table(headers: list[str], rows: list[list[object]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
 
-OUTCOME_HEADERS = ["program", "guideline", "indication", "card", "shown", "accepted", "overridden",
+OUTCOME_HEADERS = ["program", "guideline", "indication", "card", "orders", "accepted", "overridden",
                    "no feedback", "overridden %"]
 REASON_HEADERS = ["program", "guideline", "indication", "card", "override reason", "overrides", "with comment"]
 
 
 def _outcome_cells(report: Report) -> list[list[object]]:
+    names = report.labels.names
     cells: list[list[object]] = [
-        [r.program, r.guideline, r.indication, r.outcome, r.shown, r.accepted, r.overridden, r.no_feedback,
-         override_share(r.accepted, r.overridden)] for r in report.rows]
+        [*names(r.program, r.guideline, r.indication), OUTCOME_WORDS.get(r.outcome, r.outcome), r.shown, r.accepted,
+         r.overridden, r.no_feedback, override_share(r.accepted, r.overridden)] for r in report.rows]
     t = report.total
     cells.append(["total", "", "", "", t["shown"], t["accepted"], t["overridden"], t["no_feedback"],
                   override_share(t["accepted"], t["overridden"])])
@@ -152,15 +207,16 @@ def _outcome_cells(report: Report) -> list[list[object]]:
 
 
 def _reason_cells(report: Report) -> list[list[object]]:
-    return [[r.program, r.guideline, r.indication, r.outcome, reason_label(r), r.overrides, r.with_comment]
-            for r in report.reasons]
+    return [[*report.labels.names(r.program, r.guideline, r.indication), OUTCOME_WORDS.get(r.outcome, r.outcome),
+             reason_label(r), r.overrides, r.with_comment] for r in report.reasons]
 
 
 def render_text(report: Report) -> str:
     """The CLI view: one table of cards by outcome and feedback, one of override reasons."""
     if not report.rows:
         return "no decisions recorded yet"
-    parts = ["Cards by guideline, indication and card outcome (each card counted by its latest feedback)",
+    parts = ["Order decisions by guideline, indication and card outcome (the repeated cards of one order count "
+             "once, by the latest feedback)",
              "", text_table(OUTCOME_HEADERS, _outcome_cells(report)), "", "Override reasons", ""]
     parts.append(text_table(REASON_HEADERS, _reason_cells(report)) if report.reasons else "no overrides recorded")
     if report.cards_without_decision:
@@ -176,7 +232,7 @@ table{border-collapse:collapse;margin:1em 0}th,td{padding:.25em .6em;border-bott
 td.n{text-align:right;font-variant-numeric:tabular-nums}tr.total td{font-weight:600;border-top:2px solid #999}
 .legend span{display:inline-block;width:.9em;height:.9em;margin:0 .3em 0 1em;vertical-align:middle}
 """
-ROW_H, LABEL_H, BAR_H, CHART_W = 44, 16, 18, 800
+ROW_H, LABEL_H, BAR_H, CHART_W = 58, 30, 18, 800
 
 
 def chart_svg(bars: tuple[Bar, ...]) -> str:
@@ -194,7 +250,11 @@ def chart_svg(bars: tuple[Bar, ...]) -> str:
         label = escape(bar.label)
         out.append(f'<g class="bar" data-label="{label}" data-shown="{bar.shown}">')
         counts = ", ".join(f"{getattr(bar, k)} {KIND_LABELS[k]}" for k in FEEDBACK_KINDS)
-        out.append(f'<text x="0" y="{y + 12}" font-size="12">{label} <tspan fill="#616161">({counts})</tspan></text>')
+        # Two lines, so a long guideline title never runs past the chart: the indication, then
+        # program and guideline in grey with the counts.
+        where = escape(" / ".join(v or NONE for v in (bar.program, bar.guideline)))
+        out.append(f'<text x="0" y="{y + 12}" font-size="12">{escape(bar.indication or NONE)}</text>'
+                   f'<text x="0" y="{y + 26}" font-size="11" fill="#616161">{where} ({counts})</text>')
         x = 0.0
         for kind in FEEDBACK_KINDS:
             count = getattr(bar, kind)
@@ -230,11 +290,12 @@ def render_html(report: Report, generated_at: str | None = None) -> str:
         parts.append("<p>No decisions recorded yet.</p></body></html>")
         return "\n".join(parts)
     t = report.total
-    parts.append(f"<p>{t['shown']} cards shown: {t['accepted']} accepted, {t['overridden']} overridden, "
-                 f"{t['no_feedback']} without feedback. Each card counts by the clinician's latest feedback.</p>")
+    parts.append(f"<p>{t['shown']} order decisions shown: {t['accepted']} accepted, {t['overridden']} overridden, "
+                 f"{t['no_feedback']} without feedback. The cards of every order-select call about one unchanged "
+                 "order count once, by the clinician's latest feedback.</p>")
     legend = "".join(f'<span style="background:{KIND_COLOURS[k]}"></span>{escape(KIND_LABELS[k])}' for k in FEEDBACK_KINDS)
     parts += ["<h2>Feedback per guideline and indication</h2>", f'<p class="legend">{legend}</p>',
-              chart_svg(report.bars), "<h2>Cards by outcome</h2>",
+              chart_svg(report.bars), "<h2>Order decisions by outcome</h2>",
               _html_table(OUTCOME_HEADERS, _outcome_cells(report), total_last=True), "<h2>Override reasons</h2>"]
     parts.append(_html_table(REASON_HEADERS, _reason_cells(report)) if report.reasons
                  else "<p>No overrides recorded.</p>")

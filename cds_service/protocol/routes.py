@@ -53,7 +53,7 @@ def health():
 def call_service(service_id: str):
     service = _service(service_id)
     arrived = _not_too_late()
-    caller = _authenticate()
+    caller = authenticate_client()
     started, body = time.perf_counter(), None
     try:
         body = _json_body()
@@ -105,7 +105,7 @@ def _decide(body: object, hook_name: str, caller: Caller, arrived: float):
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str):
     _service(service_id)
-    caller = _authenticate()
+    caller = authenticate_client()
     items = parse_feedback(_json_body())
     now = datetime.now(timezone.utc)
     _only_cards_issued_to(caller, service_id, items, now)
@@ -137,7 +137,7 @@ def _service(service_id: str) -> dict:
     return service
 
 
-def _authenticate() -> Caller:
+def authenticate_client() -> Caller:
     """The verified caller; with SPINE_CDS_AUTH=off every call is the same anonymous client."""
     st = state()
     if not st.settings.auth:
@@ -250,29 +250,6 @@ def _audit_failure(service_id: str, body: object, exc: Exception, started: float
         state().store.record_audit(record)
     except Exception as store_exc:  # the store is down too: the original error is what the client needs
         log.warning("audit record of a failed call not stored: %s", type(store_exc).__name__)
-
-
-@bp.get("/report")
-def report():
-    """Operator page: card outcomes and override reasons (aggregates only, no PHI, no comment text)."""
-    _authenticate()
-    from cds_service.protocol.report import load_report, render_html
-    page = render_html(load_report(state().store), generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
-    return page, 200, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
-                       "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
-
-
-@bp.get("/questionnaires/<guideline_id>/<rule_id>")
-def questionnaire(guideline_id: str, rule_id: str):
-    """The documentation Questionnaire of an indication or gate (questionnaires.py).  No token:
-    it is public guideline content, fetched by whoever follows the card's link."""
-    from cds_service.cards.questionnaires import build_questionnaire, find_rule
-    guideline = state().registry.guidelines.get(guideline_id)
-    rule = find_rule(guideline, rule_id) if guideline and guideline.encoded else None
-    if rule is None:
-        raise CdsNotFound(f"No questionnaire for {guideline_id!r} / {rule_id!r}: not an indication or gate "
-                          "of an encoded guideline (GET /health lists the guidelines).")
-    return build_questionnaire(guideline, rule), 200, {"Content-Type": "application/fhir+json"}
 
 
 @bp.get("/openapi.json")

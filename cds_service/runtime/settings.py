@@ -95,6 +95,17 @@ def _log_format(text: str) -> str:
     return value
 
 
+REPORT_TOKEN_MIN = 32
+
+
+def _secret(text: str) -> str:
+    value = str(text).strip()
+    if value and len(value) < REPORT_TOKEN_MIN:
+        raise ValueError(f"expected at least {REPORT_TOKEN_MIN} characters (make one with "
+                         "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'), or empty")
+    return value
+
+
 def _path(text: str) -> Path:
     return Path(str(text)).expanduser()
 
@@ -104,9 +115,11 @@ def _default_data_dir() -> str:
     return str(Path(base) / "spine-cds")
 
 
-def setting(env: str, default: Any, parse: Callable[[str], Any], help: str) -> Any:
-    """Declare one setting: its environment name, default, parser and help sentence."""
-    return dataclasses.field(default=default, metadata={"env": env, "parse": parse, "help": help})
+def setting(env: str, default: Any, parse: Callable[[str], Any], help: str, secret: bool = False) -> Any:
+    """Declare one setting: its environment name, default, parser and help sentence.  A secret is
+    left out of the settings' repr and never quoted in a configuration error."""
+    return dataclasses.field(default=default, repr=not secret,
+                             metadata={"env": env, "parse": parse, "help": help, "secret": secret})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,6 +262,11 @@ class Settings:
         "SPINE_CDS_FEEDBACK_WINDOW_S", 604800.0, _positive_float,
         "How long after a card was issued feedback on it is taken, in seconds (7 days). Feedback naming a card this service did not issue to the caller's client (JWT issuer) within this window is refused with 422 and not stored.",
     )
+    report_token: str = setting(
+        "SPINE_CDS_REPORT_TOKEN", "", _secret,
+        "Operator token that opens GET /report when SPINE_CDS_AUTH=on (at least 32 characters): sent as Authorization: Bearer <token>, or once as /report?token=<token> in a browser, which then keeps an HttpOnly cookie for /report. Empty: /report takes only a CDS client JWT.",
+        secret=True,
+    )
     log_format: str = setting(
         "SPINE_CDS_LOG_FORMAT", "json", _log_format,
         "json: one JSON object per log line (for log shippers); text: human-readable lines for a terminal.",
@@ -292,6 +310,7 @@ def load_settings(source: Mapping[str, Any] | None = None) -> Settings:
         try:
             values[field.name] = field.metadata["parse"](raw)
         except (ValueError, TypeError) as exc:
-            raise CdsConfigError(f"{env}={raw!r} is invalid: {exc}. {field.metadata['help']}") from exc
+            shown = "(the value, not shown)" if field.metadata.get("secret") else repr(raw)
+            raise CdsConfigError(f"{env}={shown} is invalid: {exc}. {field.metadata['help']}") from exc
     return Settings(**values)
 

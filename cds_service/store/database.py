@@ -54,10 +54,26 @@ _REMEMBER_SHOWN = ("INSERT INTO shown_decisions (fingerprint, shown_at) VALUES (
 
 # Each card's latest feedback item from each client (ties on outcomeTimestamp: the later arrival).  Timestamps are
 # stored as UTC isoformat strings, so text order is time order.
+#
+# Then one row per *order decision*: an EHR calls order-select on every edit of an order, so one
+# decision about one order comes back as many cards (the sandbox showed 40 cards for 19 screens).
+# The cards of one order reference with the same decision (program, guideline, indication,
+# outcome) on the same UTC day are one order decision, represented by its last card; its feedback
+# is the latest feedback given on any of those cards.  A card with no order reference is its own
+# decision.  The day bounds the grouping: order ids are unique on one EHR, not across EHRs and
+# years, and no patient id is stored to tell orders apart otherwise.
 _LATEST_FEEDBACK = (
     "WITH latest AS (SELECT * FROM (SELECT f.*, ROW_NUMBER() OVER (PARTITION BY card_uuid, COALESCE(issuer, '')"
     " ORDER BY outcome_timestamp DESC, id DESC) AS latest_first FROM feedback f) ranked"
-    " WHERE latest_first = 1) "
+    " WHERE latest_first = 1), "
+    "cards AS (SELECT d.program, d.guideline, d.indication, d.outcome, d.created_at, d.card_uuid,"
+    " COALESCE(d.order_ref, d.card_uuid) AS order_key, SUBSTR(d.created_at, 1, 10) AS day,"
+    " l.outcome AS feedback, l.outcome_timestamp, l.id AS feedback_id, l.reason_system, l.reason_code,"
+    " l.reason_display, l.user_comment"
+    " FROM decisions d LEFT JOIN latest l ON l.card_uuid = d.card_uuid AND " + _SAME_CLIENT + "), "
+    "order_decisions AS (SELECT * FROM (SELECT c.*, ROW_NUMBER() OVER (PARTITION BY order_key, day, program,"
+    " guideline, indication, outcome ORDER BY (feedback IS NULL), outcome_timestamp DESC, feedback_id DESC,"
+    " created_at DESC, card_uuid DESC) AS pick FROM cards c) ranked_cards WHERE pick = 1) "
 )
 
 
@@ -248,23 +264,23 @@ class Store:
     # -- reports ---------------------------------------------------------------------------
 
     def outcome_counts(self) -> list[dict]:
-        """Per (program, guideline, indication, outcome): cards shown and what clinicians did.
+        """Per (program, guideline, indication, outcome): order decisions shown and what clinicians did.
 
-        A card counts once, by its latest feedback (outcomeTimestamp): an EHR may report
-        "accepted" and later "overridden" for one card, and counting both would make
-        accepted + overridden exceed the cards shown.  Feedback joins decisions by card uuid.
+        ``shown`` counts order decisions, not cards (see ``_LATEST_FEEDBACK``): the repeated cards
+        of every order-select call about one unchanged order count once.  Each counts by its latest
+        feedback (outcomeTimestamp): an EHR may report "accepted" and later "overridden", and
+        counting both would make accepted + overridden exceed the decisions shown.
         """
         rows = self._rows(
-            _LATEST_FEEDBACK + "SELECT d.program, d.guideline, d.indication, d.outcome, COUNT(*) AS shown,"
-            " COUNT(CASE WHEN l.outcome = 'accepted' THEN 1 END) AS accepted,"
-            " COUNT(CASE WHEN l.outcome = 'overridden' THEN 1 END) AS overridden,"
-            " COUNT(CASE WHEN l.card_uuid IS NULL THEN 1 END) AS no_feedback"
-            f" FROM decisions d LEFT JOIN latest l ON l.card_uuid = d.card_uuid AND {_SAME_CLIENT}"
-            " GROUP BY d.program, d.guideline, d.indication, d.outcome")
+            _LATEST_FEEDBACK + "SELECT program, guideline, indication, outcome, COUNT(*) AS shown,"
+            " COUNT(CASE WHEN feedback = 'accepted' THEN 1 END) AS accepted,"
+            " COUNT(CASE WHEN feedback = 'overridden' THEN 1 END) AS overridden,"
+            " COUNT(CASE WHEN feedback IS NULL THEN 1 END) AS no_feedback"
+            " FROM order_decisions GROUP BY program, guideline, indication, outcome")
         return sorted(rows, key=lambda r: _order(r, "program", "guideline", "indication", "outcome"))
 
     def override_reason_counts(self) -> list[dict]:
-        """Override reasons of cards whose latest feedback is "overridden", with counts.
+        """Override reasons of order decisions whose latest feedback is "overridden", with counts.
 
         Grouped by the card's (program, guideline, indication, outcome) and reason system+code;
         ``with_comment`` counts overrides that carried a userComment.  The comment text itself
@@ -272,11 +288,11 @@ class Store:
         here, not in SQL, because the engines order NULLs and text differently.
         """
         rows = self._rows(
-            _LATEST_FEEDBACK + "SELECT d.program, d.guideline, d.indication, d.outcome,"
-            " l.reason_system, l.reason_code, MAX(l.reason_display) AS reason_display,"
-            " COUNT(*) AS overrides, COUNT(l.user_comment) AS with_comment"
-            f" FROM decisions d JOIN latest l ON l.card_uuid = d.card_uuid AND {_SAME_CLIENT} WHERE l.outcome = 'overridden'"
-            " GROUP BY d.program, d.guideline, d.indication, d.outcome, l.reason_system, l.reason_code")
+            _LATEST_FEEDBACK + "SELECT program, guideline, indication, outcome,"
+            " reason_system, reason_code, MAX(reason_display) AS reason_display,"
+            " COUNT(*) AS overrides, COUNT(user_comment) AS with_comment"
+            " FROM order_decisions WHERE feedback = 'overridden'"
+            " GROUP BY program, guideline, indication, outcome, reason_system, reason_code")
         return sorted(rows, key=lambda r: (_order(r, "program", "guideline", "indication", "outcome"),
                                            -r["overrides"], _order(r, "reason_code", "reason_system")))
 

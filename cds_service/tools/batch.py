@@ -26,6 +26,14 @@ OUTCOMES = ("approve", "alternative", "documentation", "no-policy")
 DECIDED = ("approve", "alternative", "documentation")  # no-policy: no guideline decided the order
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 LIST_LIMIT = 20  # invalid/skipped inputs named in the text summary; --json lists them all
+# Card links offline: SPINE_CDS_PUBLIC_BASE_URL when set, else where `spine-cds serve` listens by
+# default — never the test client's http://localhost, which no browser reaches.
+OFFLINE_BASE_URL = "http://127.0.0.1:8080"
+
+
+def offline_base_url(environ=os.environ) -> str:
+    """The base URL of the card links an offline evaluation writes (see OFFLINE_BASE_URL)."""
+    return (environ.get("SPINE_CDS_PUBLIC_BASE_URL") or "").strip() or OFFLINE_BASE_URL
 
 
 class OfflineEvaluator:
@@ -36,7 +44,8 @@ class OfflineEvaluator:
         # Requests are independent here: repeat suppression off (window 0) keeps an order-sign
         # card that an earlier order-select in the same batch showed (the service would leave it out).
         config = {**os.environ, "SPINE_CDS_AUTH": "off", "SPINE_CDS_DATABASE": ":memory:",
-                  "SPINE_CDS_LOG_LEVEL": "ERROR", "SPINE_CDS_REPEAT_WINDOW_S": "0"}
+                  "SPINE_CDS_LOG_LEVEL": "ERROR", "SPINE_CDS_REPEAT_WINDOW_S": "0",
+                  "SPINE_CDS_PUBLIC_BASE_URL": offline_base_url()}
         if today:
             config["SPINE_CDS_TODAY"] = today.isoformat()
         self.app = create_app(config)

@@ -7,6 +7,7 @@ import json
 import logging
 import sqlite3
 import sys
+import textwrap
 from datetime import date
 from pathlib import Path
 
@@ -23,33 +24,73 @@ def _day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"--today takes a date as YYYY-MM-DD, e.g. 2026-11-22 (got {text!r})") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="spine-cds", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the CDS Hooks service (gunicorn) on the embedded defaults")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+DESCRIPTION = ("spine-cds: a CDS Hooks service that checks spine CT and MRI orders against the imaging guideline "
+               "of the patient's payer program. Serve it, decide hook requests offline (one or a batch), run the "
+               "demo, report what the cards decided and what clinicians did with them, or load the synthetic "
+               "patients into a FHIR server.")
+EPILOG = """examples:
+  spine-cds serve        then discovery is at http://127.0.0.1:8080/cds-services
+  spine-cds demo
+  spine-cds evaluate cds_service/samples/thoracic-mri-aim.json --today 2026-11-22
+  spine-cds report --html report.html
+
+Settings come from SPINE_CDS_* environment variables (README: Settings)."""
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Paragraphs and examples as written; each option's help says its default itself."""
+
+
+def _fill(text: str) -> str:
+    return textwrap.fill(text, width=78)
+
+
+def _command(commands, name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+    return commands.add_parser(name, help=summary, formatter_class=_Help,
+                               description=_fill(description or summary[0].upper() + summary[1:] + "."))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``spine-cds`` argument parser: plain-text help, every option's default named."""
+    parser = argparse.ArgumentParser(prog="spine-cds", description=_fill(DESCRIPTION), epilog=EPILOG, formatter_class=_Help)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = _command(commands, "serve", "run the CDS Hooks service (gunicorn) on the embedded defaults",
+                     "Run the CDS Hooks service under gunicorn. Discovery is then at "
+                     "http://HOST:PORT/cds-services. Token verification is on unless SPINE_CDS_AUTH=off.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
     serve.add_argument("--workers", type=int, default=None,
                        help="gunicorn worker processes (default: WEB_CONCURRENCY, else 2 x cores + 1)")
-    evaluate = commands.add_parser(
-        "evaluate", help="print the hook response for a request file, or summarise a folder / NDJSON file of them")
+    evaluate = _command(
+        commands, "evaluate", "print the hook response for a request file, or summarise a folder / NDJSON file of them",
+        "Decide CDS Hooks requests offline (no server, no token, nothing stored): print the hook response for "
+        "one request file, or a summary for a folder of them or an NDJSON file. Card links use "
+        "SPINE_CDS_PUBLIC_BASE_URL, or http://127.0.0.1:8080 when it is empty.")
     evaluate.add_argument("request", type=Path,
                           help="a CDS Hooks request JSON file (with prefetch), a folder of them (*.json), "
                                "or an NDJSON file (.ndjson/.jsonl, one request per line)")
-    evaluate.add_argument("--today", type=_day, help="evaluation date (YYYY-MM-DD); default today")
-    evaluate.add_argument("--json", action="store_true", help="batch: print the summary as JSON")
-    demo = commands.add_parser("demo", help="decide the bundled synthetic patients' orders and show the cards")
-    demo.add_argument("--today", type=_day, default=date(2026, 11, 22),
-                      help="evaluation date the synthetic records were written for (default 2026-11-22)")
-    demo.add_argument("--json", action="store_true", help="print the full responses")
-    report = commands.add_parser("report", help="card outcomes and override reasons per guideline and indication")
+    evaluate.add_argument("--today", type=_day, metavar="YYYY-MM-DD",
+                          help="evaluation date (default: SPINE_CDS_TODAY, else today)")
+    evaluate.add_argument("--json", action="store_true", help="batch: print the summary as JSON (default: a text table)")
+    demo = _command(commands, "demo", "decide the bundled synthetic patients' orders and show the cards")
+    demo.add_argument("--today", type=_day, default=date(2026, 11, 22), metavar="YYYY-MM-DD",
+                      help="evaluation date the synthetic records were written for (default: %(default)s)")
+    demo.add_argument("--json", action="store_true", help="print the full responses (default: one line per card)")
+    report = _command(commands, "report", "order decisions and override reasons per guideline and indication")
     report.add_argument("--database",
                         help="SQLite file or postgresql:// URL to read (default: the service's, from SPINE_CDS_DATABASE / "
                              "SPINE_CDS_DATA_DIR)")
-    report.add_argument("--html", type=Path, metavar="FILE", help="also write the report as a self-contained HTML page")
-    from cds_service.tools.loader import add_load_arguments, load_main
-    add_load_arguments(commands.add_parser(
-        "load-patients", help="wait for a FHIR server, then POST the synthetic patients' transaction Bundles to it"))
+    report.add_argument("--html", type=Path, metavar="FILE",
+                        help="also write the report as a self-contained HTML page (default: text only)")
+    from cds_service.tools.loader import add_load_arguments
+    add_load_arguments(_command(
+        commands, "load-patients", "wait for a FHIR server, then POST the synthetic patients' transaction Bundles to it"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    from cds_service.tools.loader import load_main
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -98,16 +139,19 @@ def _report(args) -> int:
     """Print the outcome/override report; a missing or empty database is not an error."""
     from datetime import datetime, timezone
 
-    from cds_service.protocol.report import build_report, load_report, render_html, render_text
+    from cds_service.engine.registry import load_registry
+    from cds_service.protocol.report import Labels, build_report, load_report, render_html, render_text
     from cds_service.runtime.settings import load_settings
     from cds_service.store.database import Store
     from cds_service.store.database_url import is_postgres_url, mask_url
-    database = args.database or load_settings().database_file
+    settings = load_settings()
+    database = args.database or settings.database_file
+    labels = Labels.from_registry(load_registry(settings.mappings_dir, settings.valuesets_dir, settings.default_program))
     path = mask_url(database)  # what is printed: a file path, or the URL without its password
     if is_postgres_url(database) or Path(database).is_file():
         try:
             with Store(database) as store:
-                report = load_report(store)
+                report = load_report(store, labels)
         except sqlite3.DatabaseError as exc:
             print(f"spine-cds: cannot read {path} as a spine-cds database: {exc}", file=sys.stderr)
             return 2

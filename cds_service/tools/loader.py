@@ -49,11 +49,11 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--fhir-base", required=True, metavar="URL", help="FHIR R4 base URL to load into, e.g. http://hapi:8080/fhir")
     add("--dir", type=Path, default=PATIENTS_DIR,
-        help="folder of FHIR transaction Bundles (*.json); default: the bundled synthetic patients")
+        help="folder of FHIR transaction Bundles (*.json) (default: the bundled synthetic patients)")
     add("--wait", type=_positive, default=300.0, metavar="SECONDS",
-        help="longest total wait for the server to answer GET [base]/metadata (default 300)")
-    add("--interval", type=_positive, default=3.0, metavar="SECONDS", help="pause between readiness attempts (default 3)")
-    add("--timeout", type=_positive, default=60.0, metavar="SECONDS", help="read timeout of each POST (default 60)")
+        help="longest total wait for the server to answer GET [base]/metadata (default: 300)")
+    add("--interval", type=_positive, default=3.0, metavar="SECONDS", help="pause between readiness attempts (default: 3)")
+    add("--timeout", type=_positive, default=60.0, metavar="SECONDS", help="read timeout of each POST (default: 60)")
 
 
 def _positive(text: str) -> float:

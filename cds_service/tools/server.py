@@ -50,6 +50,10 @@ class _Gunicorn(BaseApplication):
         return create_app()
 
 
+CONTROL_SOCKET_OFF = True
+"""gunicorn 25.1+ opens a control socket (``~/.gunicorn/gunicorn.ctl``) that can resize, reload or
+stop the server: nothing here uses it, so it is never opened (docker/gunicorn.conf.py too)."""
+
 THREADS = 2
 """Threads per worker: one decides while the other waits for the store's fsync or a FHIR server."""
 
@@ -86,6 +90,7 @@ def run(host: str, port: int, workers: int) -> None:
         print(f"spine-cds: discovery at http://{host}:{port}/cds-services (Ctrl-C to stop)", flush=True)
         _Gunicorn({"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": THREADS,
                    "reuse_port": True, "forwarded_allow_ips": ",".join(settings.trusted_proxies),
+                   "control_socket_disable": CONTROL_SOCKET_OFF,
                    "timeout": 30, "graceful_timeout": GRACEFUL_TIMEOUT_S, "accesslog": None,
                    "logconfig_dict": logconfig, "on_starting": on_starting, "post_worker_init": post_worker_init,
                    "worker_exit": worker_exit, "child_exit": child_exit, "on_exit": on_exit}).run()

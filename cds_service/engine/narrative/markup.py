@@ -53,7 +53,7 @@ def to_text(raw: bytes, kind: str, charset: str | None) -> str:
     if charset:
         try:
             codecs.lookup(charset)
-        except LookupError:
+        except (LookupError, ValueError, TypeError):
             raise Unreadable(f"unknown charset {charset[:40]!r}") from None
         text = raw.decode(charset, errors="replace")
     else:

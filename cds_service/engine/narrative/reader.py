@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Protocol
 
 from cachetools import LRUCache
 
-from cds_service.engine.fhir_dates import human_date
+from cds_service.engine.fhir_dates import add_days, human_date
 from cds_service.engine.narrative.durations import span_days
 from cds_service.engine.narrative.lexicon import WORD, Concept, Lexicon
 from cds_service.engine.narrative.pipeline import Mention, Pipeline
@@ -129,7 +129,7 @@ def _onset(written: date | None, sentence: str, mention: Mention) -> date | None
     if written is None:
         return None
     days = span_days(sentence, mention.start - mention.sentence_start, written)
-    return written - timedelta(days=days) if days else written
+    return add_days(written, -days) if days else written
 
 
 def quoted(sentence: str, start: int, end: int, limit: int = QUOTE_CHARS) -> str:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
-from cds_service.engine.fhir_dates import first_date, human_date, parse_date
+from cds_service.engine.fhir_dates import add_days, first_date, human_date, parse_date
 from cds_service.engine.narrative.markup import Unreadable, decode
 from cds_service.model import PatientRecord
 
@@ -71,7 +71,7 @@ def _name(piece: NoteText) -> str:
 
 
 def _pieces(record, drafts, today, limits, unread) -> Iterator[NoteText]:
-    oldest = today - timedelta(days=limits.lookback_days)
+    oldest = add_days(today, -limits.lookback_days)
     yield from _documents(record.of_type("DocumentReference"), oldest, limits, unread)
     for report in _live(record.of_type("DiagnosticReport")):
         when = first_date(report, "effectiveDateTime", "effectivePeriod", "issued")
@@ -81,7 +81,7 @@ def _pieces(record, drafts, today, limits, unread) -> Iterator[NoteText]:
     for condition in _live(record.of_type("Condition")):
         when = first_date(condition, "recordedDate", "onsetDateTime", "onsetPeriod")
         code = condition.get("code")
-        if isinstance(code, dict) and not code.get("coding"):
+        if isinstance(code, dict) and not _list(code.get("coding")):
             yield _piece(condition, "Problem list", when, code.get("text"))
         yield from _notes(condition, "Problem note", when)
     for observation in _live(record.of_type("Observation")):
@@ -95,8 +95,8 @@ def _pieces(record, drafts, today, limits, unread) -> Iterator[NoteText]:
     for order in (*_live(record.of_type("ServiceRequest")), *(d for d in drafts if isinstance(d, dict))):
         when = first_date(order, "authoredOn") or (today if order in drafts else None)
         yield from _notes(order, "Order note", when)
-        for reason in order.get("reasonCode") or ():
-            if isinstance(reason, dict) and not reason.get("coding"):   # coded reasons are read as codes
+        for reason in _list(order.get("reasonCode")):
+            if isinstance(reason, dict) and not _list(reason.get("coding")):   # coded reasons are read as codes
                 yield _piece(order, "Order reason", when, reason.get("text"))
 
 
@@ -108,8 +108,8 @@ def _documents(documents, oldest: date, limits: Limits, unread: list[str]) -> It
         when = first_date(context, "period") or parse_date(document.get("date"))
         if when is not None and when < oldest:
             continue
-        source = _label(document.get("type"), None) or _label((document.get("category") or [None])[0], "Clinical note")
-        attachments = [c.get("attachment") for c in document.get("content") or () if isinstance(c, dict)]
+        source = _label(document.get("type"), None) or _label((_list(document.get("category")) or [None])[0], "Clinical note")
+        attachments = [c.get("attachment") for c in _list(document.get("content")) if isinstance(c, dict)]
         yield from _attachments(document, attachments, source, when, limits, unread)
 
 
@@ -137,7 +137,7 @@ def _attachments(resource: dict, attachments, source: str, when: date | None, li
 
 
 def _notes(resource: dict, source: str, when: date | None) -> Iterator[NoteText]:
-    for note in resource.get("note") or ():
+    for note in _list(resource.get("note")):
         if isinstance(note, dict):
             yield _piece(resource, source, parse_date(note.get("time")) or when, note.get("text"))
 
@@ -148,8 +148,14 @@ def _piece(resource: dict, source: str, when: date | None, text: object) -> Note
 
 def _live(resources) -> Iterator[dict]:
     for resource in resources:
-        if isinstance(resource, dict) and isinstance(resource.get("id"), str) and resource.get("status") not in VOID:
+        status = resource.get("status") if isinstance(resource, dict) else None
+        if isinstance(resource, dict) and isinstance(resource.get("id"), str) and not (isinstance(status, str) and status in VOID):
             yield resource
+
+
+def _list(value: object) -> list:
+    """A FHIR array as sent, or nothing: a hostile or sloppy client sends objects, numbers, null."""
+    return value if isinstance(value, list) else []
 
 
 def _ref(resource: dict) -> str:
@@ -160,7 +166,7 @@ def _label(concept: object, fallback: str | None) -> str | None:
     if isinstance(concept, dict):
         if isinstance(concept.get("text"), str) and concept["text"].strip():
             return concept["text"].strip()[:60]
-        for coding in concept.get("coding") or ():
+        for coding in _list(concept.get("coding")):
             if isinstance(coding, dict) and isinstance(coding.get("display"), str) and coding["display"].strip():
                 return coding["display"].strip()[:60]
     return fallback
