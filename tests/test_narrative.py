@@ -188,8 +188,9 @@ def test_the_corpus_figures_hold():
     assert result["region_right"]["share"] >= 0.95 and result["duration_right"]["share"] >= 0.9
 
 
-# What the held-out half measured when the lexicon was last tuned (README: "Reading notes").
-PRECISION_AT_LEAST, RECALL_AT_LEAST, FORBIDDEN_AT_MOST = 0.93, 0.50, 2
+# What the held-out half measured when the lexicon was last tuned (README: "Reading notes"): a
+# floor against regressions, below the targets (precision 0.98, recall 0.90, none counted).
+PRECISION_AT_LEAST, RECALL_AT_LEAST, FORBIDDEN_AT_MOST = 0.97, 0.79, 3
 
 
 def test_mentions_are_shared_by_workers_through_the_host_cache(make_app, tmp_path, monkeypatch):
@@ -224,3 +225,19 @@ def test_junk_in_a_note_is_never_a_crash(client, junk):
     note.update(junk)
     response = client.post(SELECT, json=body)
     assert response.status_code == 200, response.get_json()
+
+
+def test_a_question_mark_before_a_finding_is_doubt_and_implied_concepts_count(registry):
+    found = {(c.id, m.counts) for m, c, _ in registry.narrative.found("Back pain since Monday. ? cauda equina syndrome.")}
+    assert ("low-back-pain", True) in found and ("cauda-equina-syndrome", False) in found
+    found = {c.id for m, c, _ in registry.narrative.found("Exam: L foot drop.") if m.counts}
+    assert {"foot-drop", "lower-limb-weakness"} <= found
+
+
+def test_a_lexicon_naming_an_unknown_implied_concept_is_refused(tmp_path):
+    from cds_service.engine.narrative.lexicon import load_lexicon
+    from cds_service.errors import CdsConfigError
+    lexicon = {"concepts": [{"id": "a", "label": "a", "valuesets": ["x"], "phrases": ["alpha"], "implies": ["nope"]}]}
+    (tmp_path / "narrative.json").write_text(json.dumps(lexicon))
+    with pytest.raises(CdsConfigError, match="implies unknown"):
+        load_lexicon(tmp_path / "narrative.json")

@@ -33,6 +33,7 @@ class Concept:
     phrases: tuple[str, ...]
     patterns: tuple[tuple[dict, ...], ...]
     context_words: frozenset[str]   # if set, the sentence must also contain one of these words
+    implies: tuple[str, ...] = ()   # concepts a mention of this one also is (foot drop: leg weakness)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ def load_lexicon(path: Path) -> Lexicon:
         if concept.id in concepts:
             raise CdsConfigError(f"{path}: concept {concept.id!r} is defined twice")
         concepts[concept.id] = concept
+    for concept in concepts.values():
+        unknown = [c for c in concept.implies if c not in concepts or c == concept.id]
+        if unknown:
+            raise CdsConfigError(f"{path}: concept {concept.id!r} implies unknown concepts {unknown}")
     region_words = {w.lower(): region for region, words in data.get("region_words", {}).items() for w in words}
     if set(region_words.values()) - set(REGIONS):
         raise CdsConfigError(f"{path}: region_words may only name {', '.join(REGIONS)}")
@@ -105,7 +110,7 @@ def _concept(path: Path, entry: dict) -> Concept:
                                  "(the pre-filter looks for its words)")
     return Concept(cid, entry["label"], tags, documented, entry.get("region"),
                    tuple(p.lower() for p in entry.get("phrases", ())), patterns,
-                   frozenset(w.lower() for w in entry.get("context_words", ())))
+                   frozenset(w.lower() for w in entry.get("context_words", ())), tuple(entry.get("implies", ())))
 
 
 def _requirements(concepts) -> dict[str, list[tuple[frozenset[str], ...]]]:

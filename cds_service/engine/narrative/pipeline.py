@@ -199,10 +199,15 @@ class GatedPatterns:
 
 def _line_breaks(doc):
     """A line break always ends a sentence: the pre-filter puts one piece per line, and a
-    negation must never reach from one piece into the next."""
+    negation must never reach from one piece into the next.  A question mark that opens a phrase
+    ("? cauda equina") marks doubt about what follows: it does not end a sentence."""
     for token in doc[1:]:
-        if "\n" in doc[token.i - 1].text:
+        before = doc[token.i - 1]
+        if "\n" in before.text:
             token.is_sent_start = True
+        elif before.text == "?" and (before.i == 0 or before.is_sent_start or doc[before.i - 1].is_space
+                                     or doc[before.i - 1].is_punct):
+            token.is_sent_start = False
     return doc
 
 

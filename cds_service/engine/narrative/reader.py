@@ -94,8 +94,8 @@ class NarrativeReader:
             if concept.context_words and not concept.context_words.intersection(WORD.findall(sentence.lower())):
                 continue
             named = self._regions(sentence)
-            regions = frozenset({concept.region} if concept.region else named)
-            found.append((mention, concept, regions))
+            for meant in (concept, *(self.lexicon.concepts[c] for c in concept.implies)):
+                found.append((mention, meant, frozenset({meant.region} if meant.region else named)))
         return found
 
     def _items(self, text: NoteText, cache: MentionCache | None) -> list[ClinicalItem]:
