@@ -49,7 +49,10 @@ def _to_full_urls(value, back: dict[str, str]):
         return {k: _to_full_urls(v, back) for k, v in value.items()}
     if isinstance(value, list):
         return [_to_full_urls(v, back) for v in value]
-    return back.get(value, value) if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    ref, hash_, fragment = value.partition("#")   # a note's evidence carries "#char=start,end"
+    return back.get(ref, ref) + hash_ + fragment
 
 
 # ---- the FHIR server ----------------------------------------------------------------------
