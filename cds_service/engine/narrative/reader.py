@@ -81,31 +81,35 @@ class NarrativeReader:
             self._local[key] = found
         return [Mention.from_list(values) for values in found]
 
-    def found(self, text: str, cache: MentionCache | None = None) -> list[tuple[Mention, Concept, frozenset[str]]]:
+    def found(self, text: str, cache: MentionCache | None = None,
+              counting_only: bool = False) -> list[tuple[Mention, Concept, frozenset[str]]]:
         """The mentions of ``text`` that stand for something, with their concept and regions
         (a concept's own region, else the regions its sentence names; none = any).  Negated,
-        family, hypothetical and uncertain mentions are kept: :attr:`Mention.counts` says."""
-        found = []
+        family, hypothetical and uncertain mentions are kept unless ``counting_only``:
+        :attr:`Mention.counts` says."""
+        found, named = [], {}
         for mention in self.mentions(text, cache):
             concept = self.lexicon.concepts.get(mention.concept)
-            if concept is None:
+            if concept is None or (counting_only and not mention.counts):
                 continue
-            sentence = text[mention.sentence_start:mention.sentence_end]
-            if concept.context_words and not concept.context_words.intersection(WORD.findall(sentence.lower())):
+            span = (mention.sentence_start, mention.sentence_end)
+            if span not in named:
+                sentence = text[span[0]:span[1]]
+                named[span] = (self._regions(sentence), set(WORD.findall(sentence.lower())))
+            regions, words = named[span]
+            if concept.context_words and not concept.context_words.intersection(words):
                 continue
-            named = self._regions(sentence)
             for meant in (concept, *(self.lexicon.concepts[c] for c in concept.implies)):
-                found.append((mention, meant, frozenset({meant.region} if meant.region else named)))
+                found.append((mention, meant, frozenset({meant.region} if meant.region else regions)))
         return found
 
     def _items(self, text: NoteText, cache: MentionCache | None) -> list[ClinicalItem]:
         """One item per concept, date, region and status in a note: a note that says "back pain"
         five times is one piece of evidence (the first sentence is quoted)."""
         items: dict[tuple, ClinicalItem] = {}
-        for mention, concept, regions in self.found(text.text, cache):
-            if mention.counts:
-                item = self._item(text, mention, concept, regions)
-                items.setdefault((concept.id, item.when, item.status, item.regions), item)
+        for mention, concept, regions in self.found(text.text, cache, counting_only=True):
+            item = self._item(text, mention, concept, regions)
+            items.setdefault((concept.id, item.when, item.status, item.regions), item)
         return list(items.values())
 
     def _item(self, text: NoteText, mention: Mention, concept: Concept, regions: frozenset[str]) -> ClinicalItem:

@@ -73,26 +73,29 @@ def _name(piece: NoteText) -> str:
 def _pieces(record, drafts, today, limits, unread) -> Iterator[NoteText]:
     oldest = add_days(today, -limits.lookback_days)
     yield from _documents(record.of_type("DocumentReference"), oldest, limits, unread)
-    for report in _live(record.of_type("DiagnosticReport")):
+    for report in _live(record.of_type("DiagnosticReport"), ("conclusion", "presentedForm")):
         when = first_date(report, "effectiveDateTime", "effectivePeriod", "issued")
         source = _label(report.get("code"), "Report")
         yield _piece(report, source, when, report.get("conclusion"))
         yield from _attachments(report, report.get("presentedForm"), source, when, limits, unread)
-    for condition in _live(record.of_type("Condition")):
-        when = first_date(condition, "recordedDate", "onsetDateTime", "onsetPeriod")
+    for condition in _live(record.of_type("Condition"), ("code", "note")):
         code = condition.get("code")
-        if isinstance(code, dict) and not _list(code.get("coding")):
-            yield _piece(condition, "Problem list", when, code.get("text"))
-        yield from _notes(condition, "Problem note", when)
-    for observation in _live(record.of_type("Observation")):
+        worded = isinstance(code, dict) and not _list(code.get("coding")) and isinstance(code.get("text"), str)
+        if worded or "note" in condition:
+            when = first_date(condition, "recordedDate", "onsetDateTime", "onsetPeriod")
+            if worded:
+                yield _piece(condition, "Problem list", when, code.get("text"))
+            yield from _notes(condition, "Problem note", when)
+    for observation in _live(record.of_type("Observation"), ("valueString", "note")):
         when = first_date(observation, "effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued")
         source = _label(observation.get("code"), "Observation")
         yield _piece(observation, source, when, observation.get("valueString"))
         yield from _notes(observation, f"{source} note", when)
-    for procedure in _live(record.of_type("Procedure")):
+    for procedure in _live(record.of_type("Procedure"), ("note",)):
         when = first_date(procedure, "performedDateTime", "performedPeriod")
         yield from _notes(procedure, f"{_label(procedure.get('code'), 'Procedure')} note", when)
-    for order in (*_live(record.of_type("ServiceRequest")), *(d for d in drafts if isinstance(d, dict))):
+    orders = (*_live(record.of_type("ServiceRequest"), ("note", "reasonCode")), *(d for d in drafts if isinstance(d, dict)))
+    for order in orders:
         when = first_date(order, "authoredOn") or (today if order in drafts else None)
         yield from _notes(order, "Order note", when)
         for reason in _list(order.get("reasonCode")):
@@ -146,10 +149,14 @@ def _piece(resource: dict, source: str, when: date | None, text: object) -> Note
     return NoteText(_ref(resource), source, when, text if isinstance(text, str) else "")
 
 
-def _live(resources) -> Iterator[dict]:
+def _live(resources, fields: tuple[str, ...] | None = None) -> Iterator[dict]:
+    """Resources that are not voided and (when ``fields`` are given) have one of them: on a long
+    chart most observations carry no words at all, and are passed over at the cost of a lookup."""
     for resource in resources:
-        status = resource.get("status") if isinstance(resource, dict) else None
-        if isinstance(resource, dict) and isinstance(resource.get("id"), str) and not (isinstance(status, str) and status in VOID):
+        if not isinstance(resource, dict) or (fields and not any(f in resource for f in fields)):
+            continue
+        status = resource.get("status")
+        if isinstance(resource.get("id"), str) and not (isinstance(status, str) and status in VOID):
             yield resource
 
 
