@@ -93,10 +93,12 @@ def _share(tally: Counter) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--misses", action="store_true", help="print every false positive and false negative")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "tests" / "narrative" / "corpus.json",
+                        help="annotated corpus (default: tests/narrative/corpus.json)")
     parser.add_argument("--split", choices=("all", "dev", "test"), default="all",
                         help="dev: odd rows (tune on these); test: even rows (held out); default: all")
     args = parser.parse_args()
-    result = score(show=args.misses, split=args.split)
+    result = score(args.corpus, show=args.misses, split=args.split)
     print(f"{result['rows']} rows ({args.split})")
     print("concept                         precision  recall   tp  fp  fn  negated/family/hypothetical counted")
     for concept, r in result["concepts"].items():
