@@ -154,6 +154,9 @@ def _documentation(d: Decision, _hook: str, base_url: str) -> dict:
     card = {"summary": text.documentation_summary(d), "indicator": "warning", "detail": "\n".join(lines)}
     rule = questionnaires.target(d)  # a DTR-style questionnaire: attesting it satisfies `documented` criteria
     url = questionnaires.questionnaire_url(base_url, d.guideline.id, rule.id) if rule else None
+    found = questionnaires.answered_by_notes(d, rule) if url else []
+    if found:
+        url += "?found=" + ",".join(found)   # the form opens with these answered yes (DTR pre-population)
     if url:
         card["links"] = [{"label": text.shorten(f"Document it: {rule.label}", 80), "url": url, "type": "absolute"}]
     return card

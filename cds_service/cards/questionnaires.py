@@ -14,6 +14,7 @@ run on, so a response stays recognisable wherever the service moves.  Pure: no F
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from cds_service.engine.decision import Decision
 
 PUBLISHER = "spine-cds"
+LINK_ID = re.compile(r"[a-z0-9-]{1,80}-[0-9a-f]{8}")   # attestation.link_id: a slug and 8 hex digits
 
 
 def questionnaire_id(guideline_id: str, rule_id: str) -> str:
@@ -136,14 +138,25 @@ def _describe(node: dict, definitions) -> str:
     return " and ".join(_describe(c, definitions) for c in node["all"])
 
 
-def build_questionnaire(guideline: Guideline, rule: Rule) -> dict:
-    """The FHIR R4 Questionnaire asking the clinician to attest ``rule``'s documented criteria."""
+def found_in_notes(value: str | None) -> frozenset[str]:
+    """The ``found`` parameter of a card's link: the linkIds of questions the record already
+    answers (a note said so), as a comma-separated list.  Link ids only, never text."""
+    return frozenset(v for v in (value or "").split(",")[:50] if LINK_ID.fullmatch(v))
+
+
+def build_questionnaire(guideline: Guideline, rule: Rule, found: frozenset[str] = frozenset()) -> dict:
+    """The FHIR R4 Questionnaire asking the clinician to attest ``rule``'s documented criteria;
+    questions the notes already answer (``found``) carry ``initial`` yes, for the clinician to
+    confirm (DTR pre-population)."""
     source = rule.source
     quote_text = f': "{source["quote"]}"' if source.get("quote") else ""
     items: list[dict] = [{"linkId": "guideline", "type": "display",
                           "text": f"{guideline.title} — {source['section']}{quote_text}"}]
-    items += [{"linkId": link_id(leaf["label"]), "type": "boolean", "text": leaf["label"]}
-              for leaf in documented_leaves(rule, guideline.definitions)]
+    for leaf in documented_leaves(rule, guideline.definitions):
+        item = {"linkId": link_id(leaf["label"]), "type": "boolean", "text": leaf["label"]}
+        if item["linkId"] in found:
+            item["initial"] = [{"valueBoolean": True}]
+        items.append(item)
     coded = coded_labels(rule, guideline.definitions)
     if coded:
         items.append({"linkId": "record", "type": "group",
@@ -177,3 +190,18 @@ def target(decision: Decision) -> Rule | None:
     else:
         return None
     return rule if documented_leaves(rule, decision.guideline.definitions) else None
+
+
+def answered_by_notes(decision: Decision, rule: Rule) -> list[str]:
+    """The linkIds of ``rule``'s questions a note already answered (a met ``documented`` leaf
+    whose evidence points into text): the card's form link pre-fills them."""
+    result = decision.blocking_gates[0].result if decision.blocking_gates else decision.indication.result
+    asked = {leaf["label"] for leaf in documented_leaves(rule, decision.guideline.definitions)}
+    found, todo = [], [result]
+    while todo:
+        node = todo.pop()
+        todo.extend(node.children)
+        if (not node.children and node.label in asked and node.status.value == "met"
+                and any("#char=" in ref for ref in node.evidence)):
+            found.append(link_id(node.label))
+    return sorted(set(found))

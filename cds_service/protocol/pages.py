@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, redirect, render_template, request
 
-from cds_service.cards.questionnaires import base_url_for, build_questionnaire, documented_leaves, coded_labels, \
+from cds_service.cards.questionnaires import base_url_for, build_questionnaire, documented_leaves, coded_labels, found_in_notes, \
     find_rule, route_path
 from cds_service.errors import CdsAuthError, CdsNotFound
 from cds_service.protocol import report_access
@@ -56,12 +56,12 @@ def questionnaire(guideline_id: str, rule_id: str):
     if rule is None:
         raise CdsNotFound(f"No questionnaire for {guideline_id!r} / {rule_id!r}: not an indication or gate "
                           "of an encoded guideline (GET /health lists the guidelines).")
-    resource = build_questionnaire(guideline, rule)
+    resource = build_questionnaire(guideline, rule, found_in_notes(request.args.get("found")))
     if not wants_html():
         return resource, 200, {"Content-Type": "application/fhir+json", "Vary": "Accept"}
     page = render_template(
         "questionnaire.html", questionnaire=resource, guideline=guideline, rule=rule,
-        questions=[leaf["label"] for leaf in documented_leaves(rule, guideline.definitions)],
+        questions=[(item["text"], "initial" in item) for item in resource["item"] if item.get("type") == "boolean"],
         coded=coded_labels(rule, guideline.definitions),
         json_url=f"{base_url()}{route_path(guideline.id, rule.id)}?_format=json")
     return page, 200, {"Content-Type": "text/html; charset=utf-8", **PAGE_HEADERS}
