@@ -267,3 +267,18 @@ def test_the_form_opens_with_what_the_notes_answered(client, registry):
     page = client.get(f"/questionnaires/nia-lumbar-spine-mri/cauda-equina-syndrome?found={asked}",
                       headers={"Accept": "text/html"}).get_data(as_text=True)
     assert "(found in the notes)" in page and "checked" in page
+
+
+def test_the_audit_keeps_the_note_reference_and_offsets_never_its_text(make_app):
+    app = make_app(SPINE_CDS_REPEAT_WINDOW_S="0")
+    decide(app.test_client(), note_chart())
+    audit = json.dumps(app.extensions["spine_cds"].store.audit_records())
+    assert "DocumentReference/" in audit and "#char=" in audit
+    assert "saddle" not in audit.lower() and "retention" not in audit.lower() and "voided" not in audit
+
+
+def test_an_attachment_over_the_byte_cap_is_not_decoded_and_said_so(make_app):
+    client = make_app(SPINE_CDS_NOTE_ATTACHMENT_MAX_BYTES="100", SPINE_CDS_REPEAT_WINDOW_S="0").test_client()
+    card, decision = decide(client, note_chart("x" * 200 + " " + SAY_IT))
+    assert decision["outcome"] == "documentation"
+    assert any("larger than 100 bytes" in line for line in decision["notRead"])

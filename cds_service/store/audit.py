@@ -26,7 +26,8 @@ from cds_service.store.repeats import order_of
 
 RECORD_VERSION = 1
 # A FHIR reference "Type/id" (R4 id: 1–64 of [A-Za-z0-9-.]); anything else is not kept.
-_REFERENCE = re.compile(r"[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}")
+_REFERENCE = re.compile(r"[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}(#char=\d{1,9},\d{1,9})?")
+"""... optionally with the RFC 5147 character range of a quote read in a note (offsets, never text)."""
 _HOOK_INSTANCE = re.compile(r"[A-Za-z0-9\-._:]{1,256}")
 
 
