@@ -50,7 +50,8 @@ class ServerConfig:
 
     @staticmethod
     def parse(spec: str) -> ServerConfig:
-        """``conf`` | ``sync:<workers>`` | ``gevent:<workers>`` | ``gthread:<workers>x<threads>``."""
+        """``conf`` | ``sync:<workers>`` | ``gevent:<workers>`` (needs ``pip install gevent``; not a
+        dependency) | ``gthread:<workers>x<threads>`` (plain gthread, as before issue #14 finding 3)."""
         if spec == "conf":
             return ServerConfig("conf (docker/gunicorn.conf.py)", ())
         kind, _, size = spec.partition(":")

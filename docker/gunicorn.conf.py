@@ -1,7 +1,9 @@
 """Gunicorn settings for the container (``gunicorn --config docker/gunicorn.conf.py``).
 
-Why these values: gevent workers, so a client that sends its request slowly holds one greenlet,
-never a worker (cds_service/tools/server.py says why and what it costs); CRD expects an answer
+Why these values: hook calls spend most of their time waiting on the EHR's FHIR server, so
+threaded workers serve several calls per process cheaply — gthread workers that read each
+request whole before a thread takes it, so slow clients never hold a thread
+(cds_service/tools/buffered_worker.py); CRD expects an answer
 within seconds, so a request stuck for 30 s is killed rather than left to pile up.  Operators
 can override anything with ``GUNICORN_CMD_ARGS`` (e.g. ``--workers 4``).
 
@@ -11,22 +13,17 @@ flight, then each worker closes its app).  Importing cds_service here does not i
 prometheus_client: that happens in each worker, after on_starting has set the folder.
 """
 import os
-import sys as _sys
 
+import cds_service.runtime.logs as _logs
 import cds_service.tools.server as _server
-
-_chosen = _server.chosen_worker_class(_sys.argv[1:], os.environ.get("GUNICORN_CMD_ARGS", ""))
-if _chosen in (None, "gevent"):
-    _server.patch_standard_library()   # before cds_service's own imports load requests, ssl and redis
-
-import cds_service.runtime.logs as _logs  # noqa: E402
-from cds_service.runtime.settings import load_settings as _load_settings  # noqa: E402
+from cds_service.runtime.settings import load_settings as _load_settings
 
 bind = "0.0.0.0:8080"
 # Why these numbers: cds_service/tools/server.py (default_workers: WEB_CONCURRENCY, else 2 x cores + 1,
 # about 60 MB each; the Kubernetes example sets WEB_CONCURRENCY).
 workers = _server.default_workers()
 worker_class = _server.WORKER_CLASS
+threads = _server.THREADS
 worker_connections = _server.WORKER_CONNECTIONS
 timeout = 30
 # Longer than a hook call can take (SPINE_CDS_DEADLINE_S, 2.8 s by default, plus deciding), so

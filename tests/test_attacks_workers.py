@@ -144,9 +144,8 @@ class SlowClients:
             thread.start()
 
     def _trickle(self, headers: bool) -> None:
-        """Trickle on one connection; when the server hangs up (gevent workers drop a request
-        whose headers have not arrived within the keep-alive time), come back on a new one, as
-        an attacker would."""
+        """Trickle on one connection; when the server hangs up (a request not whole in time is
+        dropped), come back on a new one, as an attacker would."""
         import socket
         first = True
         while not self.stop_sending.is_set():
@@ -177,7 +176,8 @@ class SlowClients:
 def test_slow_clients_do_not_keep_the_service_from_answering(served):
     """Finding 3: 40 connections sending one header line every 2 s held every thread of every
     gthread worker, and /health and every hook call went unanswered for as long as they lasted.
-    Now each worker reads connections in greenlets: what arrives whole is answered meanwhile."""
+    Now each worker's event loop reads requests whole before a thread takes one, so what
+    arrives whole is answered meanwhile."""
     app = served(workers=2)
     app.booted(2)
     slow = SlowClients(app.port, 40)
@@ -185,7 +185,7 @@ def test_slow_clients_do_not_keep_the_service_from_answering(served):
         slow.wait_connected()
         import time
         time.sleep(3)   # the slow clients have sent more than their first bytes: they are being read
-        for n in range(6):   # new connections, spread over both workers, over more than the 5 s keep-alive
+        for n in range(6):   # new connections, spread over both workers, for several seconds
             time.sleep(1)
             with urllib.request.urlopen(app.url + "/health", timeout=30) as response:
                 assert response.status == 200
@@ -200,3 +200,27 @@ def post_with_timeout(url: str, body: dict, timeout: float = 30) -> tuple[int, d
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return response.status, dict(response.headers), json.load(response)
+
+
+def test_a_request_is_whole_only_when_its_head_and_announced_body_have_arrived():
+    from cds_service.tools.buffered_worker import MAX_BUFFERED_BYTES, request_complete
+    head = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+    assert not request_complete(b"GET / HTTP/1.1\r\nHost: h\r\n")
+    assert request_complete(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert not request_complete(head + b"Content-Length: 5\r\n\r\nabc")
+    assert request_complete(head + b"content-length:5\r\n\r\nabcde")
+    assert not request_complete(head + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    assert request_complete(head + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert request_complete(b"GET /" + b"x" * (MAX_BUFFERED_BYTES + 1))   # too long to wait for: the parser refuses it
+
+
+def test_a_thread_reads_the_buffered_request_first_then_the_socket():
+    import socket
+    from cds_service.tools.buffered_worker import PrefixedSocket
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        wrapped = PrefixedSocket(ours)
+        wrapped.prefix += b"GET / HTTP/1.1\r\n"
+        theirs.sendall(b"Host: h\r\n\r\n")
+        assert wrapped.recv(4) == b"GET " and wrapped.recv(100) == b"/ HTTP/1.1\r\n"
+        assert wrapped.recv(100) == b"Host: h\r\n\r\n" and wrapped.fileno() == ours.fileno()

@@ -11,7 +11,6 @@ import json
 import os
 import runpy
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
@@ -138,17 +137,8 @@ def test_dockerignore_keeps_what_the_dockerfile_copies_and_drops_local_state():
         assert _ignored(local, patterns), f".dockerignore should exclude {local}"
 
 
-PATCHED: list[bool] = []
-
-
-def load_conf(monkeypatch, argv: tuple[str, ...] = (), **env) -> dict:
-    """The conf file's settings, as gunicorn would read them on this command line.  gevent's
-    monkeypatching is recorded, never done: it would change this test process for good."""
-    from cds_service.tools import server
+def load_conf(monkeypatch, **env) -> dict:
     monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
-    monkeypatch.setattr(server, "patch_standard_library", lambda: PATCHED.append(True))
-    monkeypatch.setattr(sys, "argv", ["gunicorn", *argv])
-    PATCHED.clear()
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return {k: v for k, v in runpy.run_path(str(GUNICORN_CONF)).items() if not k.startswith("_")}
@@ -158,8 +148,9 @@ def test_gunicorn_conf_defines_the_serving_settings(monkeypatch):
     conf = load_conf(monkeypatch)
     assert conf["bind"] == "0.0.0.0:8080"
     assert conf["workers"] == 2 * len(os.sched_getaffinity(0)) + 1
-    assert conf["worker_class"] == "gevent" and conf["worker_connections"] == 1000   # slow clients hold a greenlet
-    assert PATCHED == [True]   # the standard library is patched before cds_service imports requests and ssl
+    # gthread whose threads only see whole requests: a slow client holds a buffer, never a thread
+    assert conf["worker_class"] == "cds_service.tools.buffered_worker.BufferingThreadWorker"
+    assert conf["threads"] == 2 and conf["worker_connections"] == 1000
     assert conf["reuse_port"] is True  # the kernel spreads connections over the workers
     assert conf["timeout"] == 30 and conf["graceful_timeout"] == 20
     assert conf["accesslog"] is None  # access logs carry URLs: off by default
@@ -181,12 +172,6 @@ def test_gunicorn_accepts_every_setting_in_the_conf(monkeypatch):
         assert name in config.settings, f"{name} is not a gunicorn setting"
         config.set(name, value)
     assert config.address == [("0.0.0.0", 8080)]
-    assert config.worker_class_str == "gevent"
-
-
-@pytest.mark.parametrize("argv, env", [(("-k", "gthread"), {}), (("--worker-class=gthread",), {}),
-                                       ((), {"GUNICORN_CMD_ARGS": "--workers 3 --worker-class gthread"})])
-def test_the_conf_patches_for_gevent_only_when_workers_are_gevent(monkeypatch, argv, env):
-    load_conf(monkeypatch, argv, **env)
-    assert PATCHED == []
+    assert config.worker_class_str == "cds_service.tools.buffered_worker.BufferingThreadWorker"
+    assert config.worker_class.__name__ == "BufferingThreadWorker"   # gunicorn can load it
 

@@ -81,7 +81,7 @@ def test_the_tree_shows_the_layers():
         assert init.is_file(), f"cds_service/{layer}/ is missing"
         assert len(init.read_text().strip()) > 40, f"cds_service/{layer}/__init__.py should say what the layer holds"
     top = sorted(p.name for p in package.glob("*.py"))
-    assert top == ["__init__.py", "application.py", "errors.py", "model.py"], top
+    assert top == ["__init__.py", "errors.py", "model.py"], top
 
 
 @pytest.mark.parametrize("bad_import, contract", [

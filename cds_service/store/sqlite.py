@@ -122,7 +122,7 @@ class WriterTurn:
                     raise StoreUnavailable(f"Another process kept the decision store busy for {timeout_s:g} s; "
                                            "retry the call, and if this persists ask the operator to check "
                                            "the database disk.") from None
-                _os_sleep(pause)
+                time.sleep(pause)
                 pause = min(pause * 2, 0.001)
 
     def give_back(self) -> None:
@@ -132,23 +132,6 @@ class WriterTurn:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-def _os_sleep_function():
-    """``time.sleep`` as the OS does it, also under gevent's monkeypatching (tools/server.py).
-
-    A writer waiting for its turn must not yield to the other calls of its worker: the turn
-    would come while it waits to be scheduled again (a whole decision of another call), and it
-    would then hold every other process's writers up.  The wait is a fraction of a commit.
-    """
-    try:
-        from gevent import monkey
-    except ImportError:  # pragma: no cover (gevent is a dependency; kept importable without it)
-        return time.sleep
-    return monkey.get_original("time", "sleep")
-
-
-_os_sleep = _os_sleep_function()
 
 
 def _private_file(path: Path) -> None:

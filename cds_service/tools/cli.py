@@ -24,9 +24,6 @@ def _day(text: str) -> date:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if (sys.argv[1:] if argv is None else argv)[:1] == ["serve"]:
-        from cds_service.tools.server import patch_standard_library   # before anything imports ssl
-        patch_standard_library()
     parser = argparse.ArgumentParser(prog="spine-cds", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the CDS Hooks service (gunicorn) on the embedded defaults")

@@ -1,18 +1,12 @@
 """Run the app under gunicorn (the production WSGI server), and the gunicorn hooks that both ways
 of serving share: ``spine-cds serve`` (:func:`run`) and the image's docker/gunicorn.conf.py.
 
-Why gevent workers (:data:`WORKER_CLASS`): a threaded worker (gthread) hands each connection to
-one of its threads, which then reads the request with blocking reads.  A client that sends one
-header line every 2 s holds that thread as long as it likes; 40 such connections held every
-thread of every worker, and /health and every hook call went unanswered (issue #14, finding 3).
-A gevent worker reads each connection in a greenlet of its own, so a slow client holds only
-that greenlet (one of :data:`WORKER_CONNECTIONS`), never the worker: requests that have arrived
-whole are served meanwhile.  The price is gevent's monkeypatching: the standard library's
-sockets, ssl, threads and sleeps become cooperative, which must happen before requests, urllib3,
-ssl or redis are imported (:func:`patch_standard_library`, called first by ``spine-cds serve``
-and by docker/gunicorn.conf.py), or TLS reads to a FHIR server would block the whole worker.
-The FHIR searches' thread pool then runs greenlets (their reads overlap as before), and
-deciding, which is CPU work, runs as it did under the GIL.  Measured in bench/load.py.
+Why :data:`WORKER_CLASS` is not plain gthread: a threaded worker reads each request on one of
+its threads with blocking reads, so 40 clients sending one header line every 2 s held every
+thread of every worker and nothing was answered (issue #14, finding 3).  The workers here read
+each request whole in their event loop first (tools/buffered_worker.py); threads only ever see
+requests that have arrived.  gevent workers were measured too (bench/load.py): they kept
+serving as well, but answered about 0.75 x the calls with a tail of seconds.
 
 * :func:`on_starting` (master, before any worker): gives prometheus_client's multiprocess mode a
   fresh folder in ``PROMETHEUS_MULTIPROC_DIR`` — it must be set before a worker imports
@@ -63,39 +57,13 @@ class _Gunicorn(BaseApplication):
 
 
 THREADS = 2
-"""Threads per worker for the gthread worker class (bench/load.py compares it; gevent ignores it)."""
+"""Threads per worker: one decides while the other waits for the store's fsync or a FHIR server."""
 
-WORKER_CLASS = "gevent"
+WORKER_CLASS = "cds_service.tools.buffered_worker.BufferingThreadWorker"
+"""gthread that hands a request to a thread only once it has arrived whole."""
 WORKER_CONNECTIONS = 1000
-"""Connections one gevent worker serves at once (gunicorn's default): slow clients beyond this
-many per worker wait to be accepted, while the accepted ones are served."""
-
-
-def patch_standard_library() -> None:
-    """gevent's monkeypatching, once, before requests/urllib3/ssl/redis are imported.
-
-    gunicorn's gevent worker patches again after the fork (a no-op then).  Patching later, after
-    urllib3 did ``from ssl import ...``, would leave it a blocking SSLContext: a TLS read from a
-    slow FHIR server would stop every call of the worker.
-    """
-    from gevent import monkey
-    if not monkey.is_module_patched("socket"):
-        monkey.patch_all()
-
-
-def chosen_worker_class(argv: list[str], cmd_args: str) -> str | None:
-    """The worker class a gunicorn command line (or ``GUNICORN_CMD_ARGS``) asks for, if any: the
-    image's config patches for gevent only when the workers will be gevent (bench/load.py runs
-    the same config with gthread to compare)."""
-    import shlex
-    words = shlex.split(cmd_args) + list(argv)
-    chosen = None
-    for index, word in enumerate(words):
-        if word in ("-k", "--worker-class") and index + 1 < len(words):
-            chosen = words[index + 1]
-        elif word.startswith("--worker-class="):
-            chosen = word.split("=", 1)[1]
-    return chosen
+"""Connections one worker holds at once (gunicorn's default), slow ones included: past this many
+a worker stops accepting until some finish, while the ones it holds are served."""
 
 
 def default_workers() -> int:
@@ -128,7 +96,7 @@ def run(host: str, port: int, workers: int) -> None:
         close_app(create_app())
         print(f"spine-cds: discovery at http://{host}:{port}/cds-services (Ctrl-C to stop)", flush=True)
         _Gunicorn({"bind": f"{host}:{port}", "workers": workers, "worker_class": WORKER_CLASS,
-                   "worker_connections": WORKER_CONNECTIONS, "reuse_port": True,
+                   "worker_connections": WORKER_CONNECTIONS, "threads": THREADS, "reuse_port": True,
                    "timeout": 30, "graceful_timeout": GRACEFUL_TIMEOUT_S, "accesslog": None,
                    "logconfig_dict": logconfig, "on_starting": on_starting, "post_worker_init": post_worker_init,
                    "worker_exit": worker_exit, "child_exit": child_exit, "on_exit": on_exit}).run()
