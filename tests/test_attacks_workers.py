@@ -224,3 +224,21 @@ def test_a_thread_reads_the_buffered_request_first_then_the_socket():
         theirs.sendall(b"Host: h\r\n\r\n")
         assert wrapped.recv(4) == b"GET " and wrapped.recv(100) == b"/ HTTP/1.1\r\n"
         assert wrapped.recv(100) == b"Host: h\r\n\r\n" and wrapped.fileno() == ours.fileno()
+
+
+def test_a_client_that_waits_for_100_continue_gets_it_and_its_answer(served):
+    """curl (and many HTTP clients) send ``Expect: 100-continue`` with a body over 1 KiB and hold
+    the body back until the server says go: a worker waiting for the whole request must say it."""
+    import socket
+    app = served(workers=2)
+    app.booted(2)
+    body = json.dumps(sample()).encode()
+    with socket.create_connection(("127.0.0.1", app.port), timeout=20) as sock:
+        sock.sendall(f"POST {SELECT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n".encode())
+        assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue"), "no 100 Continue: the client would wait"
+        sock.sendall(body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert b"HTTP/1.1 200" in answer and b'"cards"' in answer

@@ -35,6 +35,8 @@ thread as it is: the app answers 413 without reading the rest."""
 READ_CHUNK = 1 << 16
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([0-9]+)[ \t]*(?=\r\n|$)")
 _CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*chunked")
+_EXPECT_CONTINUE = re.compile(rb"\r\nexpect[ \t]*:[ \t]*100-continue")
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class PrefixedSocket:
@@ -43,6 +45,7 @@ class PrefixedSocket:
     def __init__(self, sock):
         self.raw = sock
         self.prefix = bytearray()
+        self.continued = False   # a 100 Continue was sent for the request being read
 
     def recv(self, size: int, *flags) -> bytes:
         if self.prefix:
@@ -58,6 +61,13 @@ class PrefixedSocket:
 
     def __getattr__(self, name: str):
         return getattr(self.raw, name)
+
+
+def expects_continue(data: bytes | bytearray) -> bool:
+    """Whether the head (if whole) asks for ``100 Continue`` before its body is sent (curl does
+    for bodies over 1 KiB): the body would not come until we answer, or the client tires."""
+    end = data.find(b"\r\n\r\n")
+    return end >= 0 and _EXPECT_CONTINUE.search(bytes(data[:end + 2]).lower()) is not None
 
 
 def request_complete(data: bytes | bytearray) -> bool:
@@ -82,6 +92,8 @@ class BufferingThreadWorker(ThreadWorker):
         self.reading_conns: deque[TConn] = deque()
 
     def accept(self, listener) -> None:
+        if self.cfg.is_ssl:   # the bytes are TLS records until a thread unwraps them: no buffering
+            return super().accept(listener)
         try:
             client, address = listener.accept()
         except OSError as exc:
@@ -93,12 +105,15 @@ class BufferingThreadWorker(ThreadWorker):
 
     def on_client_socket_readable(self, conn, client) -> None:
         """A kept-alive connection is sending its next request: read it whole first too."""
+        if self.cfg.is_ssl:
+            return super().on_client_socket_readable(conn, client)
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
         self._read_request(conn)
 
     def _read_request(self, conn: TConn) -> None:
         conn.sock.raw.setblocking(False)
+        conn.sock.continued = False
         conn.timeout = time.monotonic() + REQUEST_READ_TIMEOUT_S
         self.reading_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_request_bytes, conn))
@@ -123,6 +138,12 @@ class BufferingThreadWorker(ThreadWorker):
             self._stop_reading(conn)
             conn.data_ready = True
             self.enqueue_req(conn)
+        elif not conn.sock.continued and expects_continue(buffer):
+            conn.sock.continued = True   # gunicorn sends its own later: a client takes several 1xx
+            try:
+                conn.sock.raw.send(CONTINUE)   # 25 bytes into an empty send buffer: never blocks
+            except OSError:
+                self._drop(conn)
 
     def _stop_reading(self, conn: TConn) -> None:
         self.poller.unregister(conn.sock)
