@@ -115,36 +115,40 @@ def start(app: str, config: ServerConfig, args, body: bytes, workdir: Path, stac
     return server, database
 
 
-def measure(config: ServerConfig, args, body: bytes, workdir: Path) -> list[dict]:
-    """Both apps up at once; wrk rounds alternate between them (and which goes first), so the
-    noise of a shared machine hits both.  p50 is the median of the rounds' p50, p99 the worst
-    round's p99 (wrk reports percentiles per run, which cannot be merged exactly)."""
+def measure(configs: list[ServerConfig], args, body: bytes, workdir: Path) -> list[dict]:
+    """Every app of every config given up at once; wrk rounds alternate between them (and which
+    goes first), so the noise of a shared machine hits all of them alike — with ``--together``
+    several configs are compared side by side this way.  p50 is the median of the rounds' p50,
+    p99 the worst round's p99 (wrk reports percentiles per run, which cannot be merged exactly)."""
     apps = ["service"] if args.no_floor else ["service", "floor"]
+    pairs = [(config, app) for config in configs for app in apps]
     slice_s = max(1, args.duration // args.rounds)
     load_before = os.getloadavg()[0]  # a shared machine's other work shows up here: report it
     with ExitStack() as stack:
-        servers = {app: start(app, config, args, body, workdir, stack) for app in apps}
-        print(f"  [{config.name}] {' and '.join(apps)} ready; {args.rounds} rounds of {slice_s} s each, "
-              f"{args.connections} connections ...", file=sys.stderr, flush=True)
-        results: dict[str, list[dict]] = {app: [] for app in apps}
+        servers = {(c.name, app): start(app, c, args, body, workdir, stack) for c, app in pairs}
+        print(f"  [{', '.join(c.name for c in configs)}] {' and '.join(apps)} ready; {args.rounds} rounds of "
+              f"{slice_s} s each, {args.connections} connections ...", file=sys.stderr, flush=True)
+        results: dict[tuple, list[dict]] = {(c.name, app): [] for c, app in pairs}
         for n in range(args.rounds):
-            for app in (apps if n % 2 == 0 else apps[::-1]):
-                results[app].append(run_wrk(servers[app][0].url, workdir / "body.lua", slice_s,
+            for key in (list(results) if n % 2 == 0 else list(results)[::-1]):
+                results[key].append(run_wrk(servers[key][0].url, workdir / "body.lua", slice_s,
                                             args.connections, args.wrk_threads))
     rows = []
-    for app, rounds in results.items():
+    for (name, app), rounds in results.items():
         seconds = sum(r["duration_us"] for r in rounds) / 1e6
         requests = sum(r["requests"] for r in rounds)
-        rows.append({"config": config.name, "app": app, "requests": requests, "rps": round(requests / seconds, 1),
+        rows.append({"config": name, "app": app, "requests": requests, "rps": round(requests / seconds, 1),
                      "p50_ms": statistics.median(r["p50_us"] for r in rounds) / 1000,
                      "p99_ms": max(r["p99_us"] for r in rounds) / 1000,
                      "max_ms": max(r["max_us"] for r in rounds) / 1000,
                      "non_2xx": sum(r["status"] for r in rounds),
                      "socket_errors": sum(r[k] for r in rounds for k in ("connect", "read", "write", "timeout")),
-                     "decision_rows": decision_rows(servers[app][1]) if app == "service" else None,
+                     "decision_rows": decision_rows(servers[(name, app)][1]) if app == "service" else None,
                      "load_1m": f"{load_before:.1f}-{os.getloadavg()[0]:.1f}"})
-    if len(rows) == 2:
-        rows[0]["ratio"] = rows[0]["rps"] / rows[1]["rps"]
+    floors = {r["config"]: r["rps"] for r in rows if r["app"] == "floor"}
+    for row in rows:
+        if row["app"] == "service" and row["config"] in floors:
+            row["ratio"] = row["rps"] / floors[row["config"]]
     return rows
 
 
@@ -173,7 +177,7 @@ def print_table(rows: list[dict], args, resources: int, kib: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="conf",
-                        help="comma-separated: conf, sync:<workers>, gthread:<workers>x<threads> (default conf)")
+                        help="comma-separated: conf, sync:<workers>, gevent:<workers>, gthread:<workers>x<threads> (default conf)")
     parser.add_argument("--size", type=int, default=100, help="clinical resources in the prefetch (default 100)")
     parser.add_argument("--duration", type=int, default=20, help="seconds of load per app and config, over all rounds (default 20)")
     parser.add_argument("--rounds", type=int, default=4, help="alternating wrk runs per app (default 4)")
@@ -182,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for gunicorn (default 60)")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor app")
     parser.add_argument("--json", metavar="OUT", help="also write the rows as JSON to OUT")
+    parser.add_argument("--together", action="store_true",
+                        help="start every config at once and alternate wrk rounds among all of them (side by side)")
     args = parser.parse_args(argv)
     configs = [ServerConfig.parse(s.strip()) for s in args.configs.split(",") if s.strip()]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: no orphan servers
@@ -192,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         (workdir / "body.json").write_bytes(body)
         (workdir / "body.lua").write_text(LUA % {"body": json.dumps(str(workdir / "body.json")),
                                                  "placeholder": json.dumps(HOOK_INSTANCE)})
-        for config in configs:
-            rows += measure(config, args, body, workdir)
+        for group in ([configs] if args.together else [[config] for config in configs]):
+            rows += measure(group, args, body, workdir)
     print_table(rows, args, resource_count(request), len(body) / 1024)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

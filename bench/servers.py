@@ -50,16 +50,17 @@ class ServerConfig:
 
     @staticmethod
     def parse(spec: str) -> ServerConfig:
-        """``conf`` | ``sync:<workers>`` | ``gthread:<workers>x<threads>``."""
+        """``conf`` | ``sync:<workers>`` | ``gevent:<workers>`` (needs ``pip install gevent``; not a
+        dependency) | ``gthread:<workers>x<threads>`` (plain gthread, as before issue #14 finding 3)."""
         if spec == "conf":
             return ServerConfig("conf (docker/gunicorn.conf.py)", ())
         kind, _, size = spec.partition(":")
-        if kind == "sync" and size.isdigit():
-            return ServerConfig(spec, ("--worker-class", "sync", "--workers", size))
+        if kind in ("sync", "gevent") and size.isdigit():
+            return ServerConfig(spec, ("--worker-class", kind, "--workers", size))
         workers, _, threads = size.partition("x")
         if kind == "gthread" and workers.isdigit() and threads.isdigit():
             return ServerConfig(spec, ("--worker-class", "gthread", "--workers", workers, "--threads", threads))
-        raise SystemExit(f"--configs: {spec!r} is not conf, sync:<workers> or gthread:<workers>x<threads>")
+        raise SystemExit(f"--configs: {spec!r} is not conf, sync:<workers>, gevent:<workers> or gthread:<workers>x<threads>")
 
 
 def free_port() -> int:

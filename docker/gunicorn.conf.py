@@ -1,7 +1,9 @@
 """Gunicorn settings for the container (``gunicorn --config docker/gunicorn.conf.py``).
 
 Why these values: hook calls spend most of their time waiting on the EHR's FHIR server, so
-threaded workers (gthread) serve several calls per process cheaply; CRD expects an answer
+threaded workers serve several calls per process cheaply — gthread workers that read each
+request whole before a thread takes it, so slow clients never hold a thread
+(cds_service/tools/buffered_worker.py); CRD expects an answer
 within seconds, so a request stuck for 30 s is killed rather than left to pile up.  Operators
 can override anything with ``GUNICORN_CMD_ARGS`` (e.g. ``--workers 4``).
 
@@ -20,8 +22,9 @@ bind = "0.0.0.0:8080"
 # Why these numbers: cds_service/tools/server.py (default_workers: WEB_CONCURRENCY, else 2 x cores + 1,
 # about 60 MB each; the Kubernetes example sets WEB_CONCURRENCY).
 workers = _server.default_workers()
-worker_class = "gthread"
+worker_class = _server.WORKER_CLASS
 threads = _server.THREADS
+worker_connections = _server.WORKER_CONNECTIONS
 timeout = 30
 # Longer than a hook call can take (SPINE_CDS_DEADLINE_S, 2.8 s by default, plus deciding), so
 # a SIGTERM (docker stop, a rolling deploy) never cuts an answer short.  Docker sends SIGKILL

@@ -128,3 +128,117 @@ def test_feedback_is_taken_only_for_cards_issued_to_the_caller(served, key, jwks
         assert db.execute("SELECT card_uuid, issuer FROM feedback").fetchall() == [(card, ours)]
     status, page = _call(app.url + "/report", None, client_jwt(key, ours, app.url + "/report"))
     assert status == 200 and "no stored decision" not in page
+
+
+class SlowClients:
+    """Connections that send a request one header line every 2 s and never finish it (slow loris);
+    every other one sends its headers whole and then trickles its body a byte every 2 s.  Each
+    comes back on a new connection when the server hangs up, until :meth:`stop`."""
+
+    def __init__(self, port: int, count: int):
+        import threading
+        self.port, self.stop_sending = port, threading.Event()
+        self.connected = threading.Semaphore(0)
+        self.threads = [threading.Thread(target=self._trickle, args=(n % 2 == 0,), daemon=True) for n in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def _trickle(self, headers: bool) -> None:
+        """Trickle on one connection; when the server hangs up (a request not whole in time is
+        dropped), come back on a new one, as an attacker would."""
+        import socket
+        first = True
+        while not self.stop_sending.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+                    head = f"POST {SELECT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    sock.sendall(head.encode() if headers else (head + "Content-Length: 100000\r\n\r\n").encode())
+                    if first:
+                        self.connected.release()
+                        first = False
+                    n = 0
+                    while not self.stop_sending.wait(2):
+                        sock.sendall(f"X-Slow-{n}: y\r\n".encode() if headers else b" ")
+                        n += 1
+            except OSError:
+                self.stop_sending.wait(0.1)   # hung up on, or refused for a moment: again
+
+    def wait_connected(self) -> None:
+        for _ in self.threads:
+            assert self.connected.acquire(timeout=60), "the slow clients could not connect"
+
+    def stop(self) -> None:
+        self.stop_sending.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+
+
+def test_slow_clients_do_not_keep_the_service_from_answering(served):
+    """Finding 3: 40 connections sending one header line every 2 s held every thread of every
+    gthread worker, and /health and every hook call went unanswered for as long as they lasted.
+    Now each worker's event loop reads requests whole before a thread takes one, so what
+    arrives whole is answered meanwhile."""
+    app = served(workers=2)
+    app.booted(2)
+    slow = SlowClients(app.port, 40)
+    try:
+        slow.wait_connected()
+        import time
+        time.sleep(3)   # the slow clients have sent more than their first bytes: they are being read
+        for n in range(6):   # new connections, spread over both workers, for several seconds
+            time.sleep(1)
+            with urllib.request.urlopen(app.url + "/health", timeout=30) as response:
+                assert response.status == 200
+            status, _, answer = post_with_timeout(app.url + SELECT, sample() | {"hookInstance": f"00000000-0000-4000-8003-{n:012d}"})
+            assert status == 200 and answer["cards"], answer
+    finally:
+        slow.stop()
+
+
+def post_with_timeout(url: str, body: dict, timeout: float = 30) -> tuple[int, dict, dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.status, dict(response.headers), json.load(response)
+
+
+def test_a_request_is_whole_only_when_its_head_and_announced_body_have_arrived():
+    from cds_service.tools.buffered_worker import MAX_BUFFERED_BYTES, request_complete
+    head = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+    assert not request_complete(b"GET / HTTP/1.1\r\nHost: h\r\n")
+    assert request_complete(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert not request_complete(head + b"Content-Length: 5\r\n\r\nabc")
+    assert request_complete(head + b"content-length:5\r\n\r\nabcde")
+    assert not request_complete(head + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    assert request_complete(head + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert request_complete(b"GET /" + b"x" * (MAX_BUFFERED_BYTES + 1))   # too long to wait for: the parser refuses it
+
+
+def test_a_thread_reads_the_buffered_request_first_then_the_socket():
+    import socket
+    from cds_service.tools.buffered_worker import PrefixedSocket
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        wrapped = PrefixedSocket(ours)
+        wrapped.prefix += b"GET / HTTP/1.1\r\n"
+        theirs.sendall(b"Host: h\r\n\r\n")
+        assert wrapped.recv(4) == b"GET " and wrapped.recv(100) == b"/ HTTP/1.1\r\n"
+        assert wrapped.recv(100) == b"Host: h\r\n\r\n" and wrapped.fileno() == ours.fileno()
+
+
+def test_a_client_that_waits_for_100_continue_gets_it_and_its_answer(served):
+    """curl (and many HTTP clients) send ``Expect: 100-continue`` with a body over 1 KiB and hold
+    the body back until the server says go: a worker waiting for the whole request must say it."""
+    import socket
+    app = served(workers=2)
+    app.booted(2)
+    body = json.dumps(sample()).encode()
+    with socket.create_connection(("127.0.0.1", app.port), timeout=20) as sock:
+        sock.sendall(f"POST {SELECT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n".encode())
+        assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue"), "no 100 Continue: the client would wait"
+        sock.sendall(body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert b"HTTP/1.1 200" in answer and b'"cards"' in answer

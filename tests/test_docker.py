@@ -169,7 +169,9 @@ def test_gunicorn_conf_defines_the_serving_settings(monkeypatch):
     conf = load_conf(monkeypatch)
     assert conf["bind"] == "0.0.0.0:8080"
     assert conf["workers"] == 2 * len(os.sched_getaffinity(0)) + 1
-    assert conf["worker_class"] == "gthread" and conf["threads"] == 2
+    # gthread whose threads only see whole requests: a slow client holds a buffer, never a thread
+    assert conf["worker_class"] == "cds_service.tools.buffered_worker.BufferingThreadWorker"
+    assert conf["threads"] == 2 and conf["worker_connections"] == 1000
     assert conf["reuse_port"] is True  # the kernel spreads connections over the workers
     assert conf["timeout"] == 30 and conf["graceful_timeout"] == 20
     assert conf["accesslog"] is None  # access logs carry URLs: off by default
@@ -192,5 +194,6 @@ def test_gunicorn_accepts_every_setting_in_the_conf(monkeypatch):
         assert name in config.settings, f"{name} is not a gunicorn setting"
         config.set(name, value)
     assert config.address == [("0.0.0.0", 8080)]
-    assert config.worker_class_str == "gthread"
+    assert config.worker_class_str == "cds_service.tools.buffered_worker.BufferingThreadWorker"
+    assert config.worker_class.__name__ == "BufferingThreadWorker"   # gunicorn can load it
 

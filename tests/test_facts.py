@@ -170,3 +170,18 @@ def test_prior_imaging_without_a_cpt_code(terminology, catalog):
     assert (items["ImagingStudy/i"].study.modality, items["ImagingStudy/i"].study.region) == ("XR", "lumbar")
     assert (items["DiagnosticReport/r"].study.modality, items["DiagnosticReport/r"].study.region) == ("MR", "lumbar")
     assert "ImagingStudy/chest" not in items
+
+
+def test_a_duration_beyond_a_century_is_unknown_not_a_crash():
+    """Found by the fuzz tests: a MedicationRequest supplying 10^9 days (or an infinite number,
+    which the standard library's JSON parser reads) moved its end date off the calendar."""
+    from datetime import date
+    from cds_service.engine.record_dates import duration_days, medication_end
+    assert duration_days({"value": 30, "code": "d"}) == 30 and duration_days({"value": 101, "code": "a"}) is None
+    for huge in (1e9, float("inf"), float("nan")):
+        request = {"resourceType": "MedicationRequest",
+                   "dispenseRequest": {"expectedSupplyDuration": {"value": huge, "code": "d"}, "numberOfRepeatsAllowed": 12}}
+        assert medication_end(request, date(2026, 11, 1)) is None
+    request["dispenseRequest"]["expectedSupplyDuration"] = {"value": 36_000, "code": "d"}
+    assert medication_end(request, date(2026, 11, 1)) is not None   # 13 fills of nearly a century: still a date
+    assert medication_end(request, date(9999, 12, 1)) is None        # a start at the calendar's end

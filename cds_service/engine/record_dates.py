@@ -10,14 +10,19 @@ statement's ``effectivePeriod.end``); an active prescription with no stated end 
 """
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
-from cds_service.engine.fhir_dates import add_days, first_date, parse_date
+from cds_service.engine.fhir_dates import first_date, parse_date
 
 INACTIVE_CLINICAL = frozenset({"inactive", "remission", "resolved"})
 # UCUM (and common text) units of a Duration or an Age, in days.
 DAYS_PER_UNIT = {"d": 1, "day": 1, "days": 1, "wk": 7, "week": 7, "weeks": 7, "mo": 30, "month": 30,
                  "months": 30, "a": 365, "year": 365, "years": 365}
+
+
+MAX_DURATION_DAYS = 36_525
+"""A century: a longer Duration/Age is no clinical one (and a date moved by it would leave the
+calendar: a fuzzed supply of 10^9 days broke a call with OverflowError), so it reads as unknown."""
 
 
 def duration_days(value: object) -> int | None:
@@ -26,7 +31,9 @@ def duration_days(value: object) -> int | None:
         return None
     unit = value.get("code") if isinstance(value.get("code"), str) else value.get("unit")
     per = DAYS_PER_UNIT.get(unit.strip().lower()) if isinstance(unit, str) else None
-    return None if per is None else int(value["value"] * per)
+    if per is None or not value["value"] * per <= MAX_DURATION_DAYS:   # NaN and infinity fail too
+        return None
+    return int(value["value"] * per)
 
 
 def condition_onset(resource: dict, birth: date | None) -> tuple[date | None, str | None]:
@@ -35,8 +42,8 @@ def condition_onset(resource: dict, birth: date | None) -> tuple[date | None, st
     if onset is not None:
         return onset, "onset"
     age_days = duration_days(resource.get("onsetAge"))
-    if age_days is not None and birth is not None:
-        return add_days(birth, age_days), "age at onset"
+    if age_days is not None and birth is not None and (onset := _plus_days(birth, age_days)) is not None:
+        return onset, "age at onset"
     recorded = parse_date(resource.get("recordedDate"))
     return (recorded, "recorded") if recorded is not None else (None, None)
 
@@ -47,7 +54,7 @@ def condition_abated(resource: dict, birth: date | None, today: date) -> date | 
     if end is None and isinstance(resource.get("abatementPeriod"), dict):
         end = parse_date(resource["abatementPeriod"].get("end")) or parse_date(resource["abatementPeriod"].get("start"))
     if end is None and birth is not None and (days := duration_days(resource.get("abatementAge"))) is not None:
-        end = add_days(birth, days)
+        end = _plus_days(birth, days)
     return end if end is not None and end <= today else None
 
 
@@ -68,5 +75,13 @@ def medication_end(resource: dict, start: date | None) -> date | None:
     if days is not None and start is not None:
         refills = dispense.get("numberOfRepeatsAllowed")
         fills = 1 + (refills if isinstance(refills, int) and 0 <= refills <= 12 else 0)
-        return add_days(start, days * fills)
+        return _plus_days(start, days * fills)
     return None
+
+
+def _plus_days(day: date, days: int) -> date | None:
+    """``day`` + ``days``, or None when that leaves the calendar (a start date in 9999)."""
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return None

@@ -1,6 +1,13 @@
 """Run the app under gunicorn (the production WSGI server), and the gunicorn hooks that both ways
 of serving share: ``spine-cds serve`` (:func:`run`) and the image's docker/gunicorn.conf.py.
 
+Why :data:`WORKER_CLASS` is not plain gthread: a threaded worker reads each request on one of
+its threads with blocking reads, so 40 clients sending one header line every 2 s held every
+thread of every worker and nothing was answered (issue #14, finding 3).  The workers here read
+each request whole in their event loop first (tools/buffered_worker.py); threads only ever see
+requests that have arrived.  gevent workers were measured too (bench/load.py): they kept
+serving as well, but answered about 0.75 x the calls with a tail of seconds.
+
 * :func:`on_starting` (master, before any worker): gives prometheus_client's multiprocess mode a
   fresh folder in ``PROMETHEUS_MULTIPROC_DIR`` — it must be set before a worker imports
   prometheus_client, and stale files of an earlier run would inflate the counters — and logs
@@ -57,6 +64,12 @@ stop the server: nothing here uses it, so it is never opened (docker/gunicorn.co
 THREADS = 2
 """Threads per worker: one decides while the other waits for the store's fsync or a FHIR server."""
 
+WORKER_CLASS = "cds_service.tools.buffered_worker.BufferingThreadWorker"
+"""gthread that hands a request to a thread only once it has arrived whole."""
+WORKER_CONNECTIONS = 1000
+"""Connections one worker holds at once (gunicorn's default), slow ones included: past this many
+a worker stops accepting until some finish, while the ones it holds are served."""
+
 
 def default_workers() -> int:
     """``WEB_CONCURRENCY``, else 2 x the cores this process may use + 1 (gunicorn's advice).
@@ -88,8 +101,9 @@ def run(host: str, port: int, workers: int) -> None:
     try:
         close_app(create_app())
         print(f"spine-cds: discovery at http://{host}:{port}/cds-services (Ctrl-C to stop)", flush=True)
-        _Gunicorn({"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": THREADS,
-                   "reuse_port": True, "forwarded_allow_ips": ",".join(settings.trusted_proxies),
+        _Gunicorn({"bind": f"{host}:{port}", "workers": workers, "worker_class": WORKER_CLASS,
+                   "worker_connections": WORKER_CONNECTIONS, "threads": THREADS, "reuse_port": True,
+                   "forwarded_allow_ips": ",".join(settings.trusted_proxies),
                    "control_socket_disable": CONTROL_SOCKET_OFF,
                    "timeout": 30, "graceful_timeout": GRACEFUL_TIMEOUT_S, "accesslog": None,
                    "logconfig_dict": logconfig, "on_starting": on_starting, "post_worker_init": post_worker_init,
