@@ -215,14 +215,8 @@ def test_health_reports_a_store_that_cannot_take_records(served, tmp_path):
     """Finding 12: /health said ok while every hook call failed on a full disk.  A full disk is
     made real here: the database sits on a tiny tmpfs filled to the brim (skipped without the
     privilege to mount one)."""
-    import os
     import shutil
-    import subprocess
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("mounting a tmpfs needs root")
+    mount = tiny_disk(tmp_path, "64m")
     try:
         app = served(workers=2, SPINE_CDS_DATABASE=str(mount / "spine-cds.sqlite3"))
         app.booted(2)
@@ -232,7 +226,24 @@ def test_health_reports_a_store_that_cannot_take_records(served, tmp_path):
         status, answer = _get_json(app.url + "/health")
         assert status == 503 and answer["status"] == "unavailable" and "free" in answer["store"]
     finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        unmount(mount)
+
+
+def tiny_disk(tmp_path, size: str):
+    """A real tmpfs of ``size`` mounted in ``tmp_path`` (skips without the privilege to mount)."""
+    import os
+    import subprocess
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    return mount
+
+
+def unmount(mount) -> None:
+    import subprocess
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def _get_json(url: str) -> tuple[int, dict]:
@@ -545,11 +556,7 @@ def test_starting_on_a_full_disk_names_the_full_disk(tmp_path):
     import os
     import subprocess
     import sys
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("mounting a tmpfs needs root")
+    mount = tiny_disk(tmp_path, "1m")
     try:
         with open(mount / "filler", "wb") as filler:
             try:
@@ -566,7 +573,7 @@ def test_starting_on_a_full_disk_names_the_full_disk(tmp_path):
             assert lines[0].startswith(f"spine-cds: cannot start: no space left on the disk of {folder} (0.0 MiB free)")
             assert "Free some space" in lines[0] and "as a spine-cds database" not in lines[0]
     finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        unmount(mount)
 
 
 def test_no_space_while_creating_the_store_is_reported_as_such(tmp_path, monkeypatch):
