@@ -84,19 +84,21 @@ def test_keep_alive_connections_are_spread_over_the_workers(served):
     app = served(workers=2)
     app.booted(workers=2)
     connections = [http.client.HTTPConnection("127.0.0.1", app.port, timeout=PATIENCE_S) for _ in range(16)]
-    for conn in connections:
-        conn.connect()
     callers = set()
-    for _ in range(2):
-        for conn in connections:  # the same 8 connections, kept alive
-            body = sample() | {"hookInstance": str(uuid.uuid4())}
-            conn.request("POST", SELECT, body=json.dumps(body), headers={"Content-Type": "application/json"})
-            response = conn.getresponse()
-            assert response.status == 200 and response.getheader("Connection") != "close"
-            response.read()
-            callers.add(app.pid_of(body["hookInstance"]))
-    for conn in connections:
-        conn.close()
+    try:
+        for conn in connections:
+            conn.connect()
+        for _ in range(2):
+            for conn in connections:  # the same 16 connections, kept alive
+                body = sample() | {"hookInstance": str(uuid.uuid4())}
+                conn.request("POST", SELECT, body=json.dumps(body), headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                assert response.status == 200 and response.getheader("Connection") != "close"
+                response.read()
+                callers.add(app.pid_of(body["hookInstance"]))
+    finally:
+        for conn in connections:
+            conn.close()
     assert len(callers) == 2
     assert app.stop() == 0
 

@@ -61,6 +61,10 @@ CONTROL_SOCKET_OFF = True
 """gunicorn 25.1+ opens a control socket (``~/.gunicorn/gunicorn.ctl``) that can resize, reload or
 stop the server: nothing here uses it, so it is never opened (docker/gunicorn.conf.py too)."""
 
+KEEPALIVE_S = 5
+"""How long an idle keep-alive connection stays open, as in docker/gunicorn.conf.py: gunicorn's 2 s
+default closed connections a load balancer (or a client sending on 16 connections in turn) was
+about to reuse, and a request sent on a closing connection fails with a broken pipe."""
 THREADS = 2
 """Threads per worker: one decides while the other waits for the store's fsync or a FHIR server."""
 
@@ -105,7 +109,7 @@ def run(host: str, port: int, workers: int) -> None:
                    "worker_connections": WORKER_CONNECTIONS, "threads": THREADS, "reuse_port": True,
                    "forwarded_allow_ips": ",".join(settings.trusted_proxies),
                    "control_socket_disable": CONTROL_SOCKET_OFF,
-                   "timeout": 30, "graceful_timeout": GRACEFUL_TIMEOUT_S, "accesslog": None,
+                   "timeout": 30, "keepalive": KEEPALIVE_S, "graceful_timeout": GRACEFUL_TIMEOUT_S, "accesslog": None,
                    "logconfig_dict": logconfig, "on_starting": on_starting, "post_worker_init": post_worker_init,
                    "worker_exit": worker_exit, "child_exit": child_exit, "on_exit": on_exit}).run()
     finally:
