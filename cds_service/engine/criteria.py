@@ -13,7 +13,7 @@ from datetime import date
 
 from cds_service.engine import courses, trends, units
 from cds_service.engine.attestation import ATTESTATION_WINDOW_DAYS, ATTESTED, DENIED, link_id
-from cds_service.engine.fhir_dates import add_days, human_date
+from cds_service.engine.fhir_dates import add_days, human_date, lower_first
 from cds_service.engine.narrative.lexicon import NOTED
 from cds_service.engine.regions import WHOLE_SPINE
 from cds_service.model import NARRATIVE, ClinicalItem, Facts, Result, Status
@@ -260,12 +260,8 @@ def documented(node: dict, facts: Facts) -> Result:
     result = _attested(node, facts, answers, window)
     if noted and result.status is not Status.NOT_MET and result.status is not Status.MET:
         latest = max(noted, key=lambda i: i.when)
-        return Result(Status.MET, node["label"], _refs([latest]), detail=f"found in the {_lower(latest.display)}")
+        return Result(Status.MET, node["label"], _refs([latest]), detail=f"found in the {lower_first(latest.display)}")
     return result
-
-
-def _lower(text: str) -> str:
-    return text[:1].lower() + text[1:]
 
 
 def _attested(node: dict, facts: Facts, answers: list[ClinicalItem], window: int) -> Result:

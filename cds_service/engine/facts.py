@@ -74,7 +74,8 @@ def _usable(resource: dict) -> bool:
     return isinstance(resource.get("id"), str) and _text_value(resource.get("status")) not in IGNORED_STATUSES
 
 
-def _list(value: object) -> list:
+def as_list(value: object) -> list:
+    """A FHIR array as sent, or nothing: a hostile or sloppy client sends objects, numbers, null."""
     return value if isinstance(value, list) else []
 
 
@@ -117,7 +118,7 @@ class _Reader:
             return EMPTY
         found = self.tags(resource.get("reasonCode"))
         regions = found[2] if found else EMPTY
-        for reference in _list(resource.get("reasonReference")):
+        for reference in as_list(resource.get("reasonReference")):
             target = self._resolve(reference.get("reference")) if isinstance(reference, dict) else None
             if isinstance(target, dict) and (tags := self.tags(target.get("code"))):
                 regions = regions | tags[2]
@@ -213,7 +214,7 @@ class _Reader:
         """The ordering clinician's PractitionerRole (prefetch ``userRole``): their specialty."""
         for res, tags in self._tagged("PractitionerRole", "specialty", "code"):
             if res.get("active") is not False:
-                yield self._make(res, tags, _list(res.get("specialty"))[0] if _list(res.get("specialty")) else None,
+                yield self._make(res, tags, as_list(res.get("specialty"))[0] if as_list(res.get("specialty")) else None,
                                  status="active")
 
     def imaging_studies(self) -> Iterator[ClinicalItem]:
@@ -231,12 +232,12 @@ class _Reader:
                                  when=first_date(res, "started"), status="completed", study=study)
 
     def _study_without_cpt(self, res: dict, codes: object) -> Study | None:
-        series = [s for s in _list(res.get("series")) if isinstance(s, dict)]
-        modalities = [c.get("code") for c in _list(res.get("modality")) + [s.get("modality") for s in series]
+        series = [s for s in as_list(res.get("series")) if isinstance(s, dict)]
+        modalities = [c.get("code") for c in as_list(res.get("modality")) + [s.get("modality") for s in series]
                       if isinstance(c, dict) and isinstance(c.get("code"), str)]
         texts = [res.get("description"), *(s.get("description") for s in series),
                  *(c.get("display") for s in series for c in [s.get("bodySite")] if isinstance(c, dict)),
-                 *(_text_of(c, "") for c in _list(codes))]
+                 *(_text_of(c, "") for c in as_list(codes))]
         return self.catalog.study_from_words(modalities, texts)
 
     def reports(self) -> Iterator[ClinicalItem]:
@@ -254,7 +255,7 @@ class _Reader:
             if tags or study:
                 yield self._make(res, tags or (EMPTY, None, EMPTY), code, when=when, status="completed", study=study)
             if found := self.tags(res.get("conclusionCode")):
-                conclusion = _list(res.get("conclusionCode"))
+                conclusion = as_list(res.get("conclusionCode"))
                 yield self._make(res, found, conclusion[0] if conclusion else None, when=when,
                                  status="completed", study=None)
 

@@ -51,7 +51,7 @@ class Lexicon:
         match of any phrase or pattern: one of the anchors is there, and so is a word of every
         required token of a phrase or pattern it anchors.  Cheap, and never wrong the other way."""
         found = self.anchors.intersection(words)
-        return any(all(not need or not need.isdisjoint(words) for need in requirement)
+        return any(all(not need.isdisjoint(words) for need in requirement)
                    for anchor in found for requirement in self.requirements[anchor])
 
     def target_rules(self):
@@ -105,7 +105,7 @@ def _concept(path: Path, entry: dict) -> Concept:
         raise CdsConfigError(f"{path}: concept {cid!r} stands for nothing: give valuesets or documented labels")
     patterns = tuple(tuple(p) for p in entry.get("patterns", ()))
     for pattern in patterns:
-        if not _pattern_anchor(pattern):
+        if not pattern_needs(pattern):
             raise CdsConfigError(f"{path}: concept {cid!r}: every token pattern needs a required token with LOWER or IN "
                                  "(the pre-filter looks for its words)")
     return Concept(cid, entry["label"], tags, documented, entry.get("region"),
@@ -124,8 +124,8 @@ def _requirements(concepts) -> dict[str, list[tuple[frozenset[str], ...]]]:
             if words:
                 found.setdefault(max(words, key=selectivity), []).append(tuple(frozenset({w}) for w in words))
         for pattern in concept.patterns:
-            needs = tuple(token_words(t) for t in pattern if t.get("OP") in (None, "+"))
-            for anchor in _pattern_anchor(pattern):
+            needs = pattern_needs(pattern)
+            for anchor in rarest(needs):
                 found.setdefault(anchor, []).append(needs)
     return found
 
@@ -148,19 +148,13 @@ def selectivity(word: str) -> int:
     return 0 if word in FUNCTION_WORDS else len(word)
 
 
-def _pattern_anchor(pattern: tuple[dict, ...]) -> set[str]:
-    """The words of the pattern's most selective required literal token: the one whose least
-    selective word is longest, function words counting as the least selective of all."""
-    best, best_score = set(), -1
-    for token in pattern:
-        if token.get("OP") not in (None, "+"):
-            continue
-        spec = token.get("LOWER")
-        values = [spec] if isinstance(spec, str) else spec.get("IN", []) if isinstance(spec, dict) else []
-        words = {w for v in values if isinstance(v, str) for w in WORD.findall(v.lower())[:1]}
-        if not words:
-            continue
-        score = min(map(selectivity, words))
-        if score > best_score:
-            best, best_score = words, score
-    return best
+def pattern_needs(pattern) -> tuple[frozenset[str], ...]:
+    """The words of each required LOWER/IN token of a token pattern: a sentence that can match
+    it holds one word of each set (tokens without checkable words are left out)."""
+    return tuple(words for words in (token_words(t) for t in pattern if t.get("OP") in (None, "+")) if words)
+
+
+def rarest(needs: tuple[frozenset[str], ...]) -> frozenset[str]:
+    """The most selective of a pattern's word sets: the one whose least selective word is
+    longest, function words counting as the least selective of all (empty when there is none)."""
+    return max(needs, key=lambda words: min(map(selectivity, words)), default=frozenset())

@@ -170,15 +170,15 @@ class GatedPatterns:
 
     def __init__(self, vocab, rules):
         from spacy.matcher import Matcher
-        from cds_service.engine.narrative.lexicon import selectivity, token_words
+        from cds_service.engine.narrative.lexicon import pattern_needs, rarest
         self.entries = []
         self.by_word: dict[str, list[int]] = {}     # a word of each pattern's rarest required token
         for n, rule in enumerate(rules):
             matcher = Matcher(vocab)
             matcher.add(rule.category, [rule.pattern])
-            needs = tuple(w for w in (token_words(t) for t in rule.pattern if t.get("OP") in (None, "+")) if w)
+            needs = pattern_needs(rule.pattern)
             self.entries.append((needs, matcher))
-            for word in max(needs, key=lambda need: min(map(selectivity, need)), default=()):
+            for word in rarest(needs):
                 self.by_word.setdefault(word, []).append(n)
         self.ungated = [n for n, (needs, _) in enumerate(self.entries) if not needs]
 

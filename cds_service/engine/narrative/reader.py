@@ -70,15 +70,15 @@ class NarrativeReader:
         key = hashlib.sha256(f"{self.lexicon.digest}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
         with self._lock:
             found = self._local.get(key)
-        if found is None and cache is not None:
-            found = cache.get(key)
         if found is None:
-            shortened = shorten(text, self.lexicon)
-            found = [m.to_list() for m in self.pipeline.mentions(shortened)] if shortened else []
-            if cache is not None:
-                cache.put(key, found)
-        with self._lock:
-            self._local[key] = found
+            found = cache.get(key) if cache is not None else None
+            if found is None:
+                shortened = shorten(text, self.lexicon)
+                found = [m.to_list() for m in self.pipeline.mentions(shortened)] if shortened else []
+                if cache is not None:
+                    cache.put(key, found)
+            with self._lock:
+                self._local[key] = found
         return [Mention.from_list(values) for values in found]
 
     def found(self, text: str, cache: MentionCache | None = None,

@@ -2,8 +2,9 @@
 
 A 60 KB note holds a few dozen sentences that matter among hundreds that do not, and spaCy's
 pipeline reads about 10,000 words a second here.  So a note is cut into sentences with one
-regular expression, each sentence's words are checked against the lexicon's anchor words (a set
-lookup), and the pipeline reads a shortened text: the hit sentences, each on its own line, with
+regular expression, each sentence's words are checked against what the lexicon's rules need
+(``Lexicon.may_mention``: an anchor word, then a word of every required token — set lookups),
+and the pipeline reads a shortened text: the hit sentences, each on its own line, with
 the section headers above them ("FAMILY HISTORY:") so the sectionizer still knows where each
 sentence sits.  Offsets map back to the original text, so a quote and its ``#char=`` range are
 the note's own.
@@ -51,7 +52,7 @@ def spans(text: str) -> list[tuple[int, int]]:
 
 
 def shorten(text: str, lexicon) -> Shortened | None:
-    """The hit sentences and the headers before them; None when no sentence has a lexicon word."""
+    """The sentences the lexicon may match and the headers before them; None when there is none."""
     pieces: list[tuple[int, int]] = []
     hit = False
     lower = text.lower()

@@ -16,11 +16,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 
+from cds_service.engine.facts import IGNORED_STATUSES, as_list
 from cds_service.engine.fhir_dates import add_days, first_date, human_date, parse_date
 from cds_service.engine.narrative.markup import Unreadable, decode
 from cds_service.model import PatientRecord
 
-VOID = frozenset({"entered-in-error", "cancelled", "superseded", "revoked", "refuted", "not-done"})
+VOID = IGNORED_STATUSES - {"draft"} | {"superseded"}
+"""The statuses whose words say nothing: those facts.py ignores, but a draft order's reason is
+today's reason, and a superseded note has a newer version that is read instead."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def _pieces(record, drafts, today, limits, unread) -> Iterator[NoteText]:
         yield from _attachments(report, report.get("presentedForm"), source, when, limits, unread)
     for condition in _live(record.of_type("Condition"), ("code", "note")):
         code = condition.get("code")
-        worded = isinstance(code, dict) and not _list(code.get("coding")) and isinstance(code.get("text"), str)
+        worded = isinstance(code, dict) and not as_list(code.get("coding")) and isinstance(code.get("text"), str)
         if worded or "note" in condition:
             when = first_date(condition, "recordedDate", "onsetDateTime", "onsetPeriod")
             if worded:
@@ -98,8 +101,8 @@ def _pieces(record, drafts, today, limits, unread) -> Iterator[NoteText]:
     for order in orders:
         when = first_date(order, "authoredOn") or (today if order in drafts else None)
         yield from _notes(order, "Order note", when)
-        for reason in _list(order.get("reasonCode")):
-            if isinstance(reason, dict) and not _list(reason.get("coding")):   # coded reasons are read as codes
+        for reason in as_list(order.get("reasonCode")):
+            if isinstance(reason, dict) and not as_list(reason.get("coding")):   # coded reasons are read as codes
                 yield _piece(order, "Order reason", when, reason.get("text"))
 
 
@@ -111,8 +114,8 @@ def _documents(documents, oldest: date, limits: Limits, unread: list[str]) -> It
         when = first_date(context, "period") or parse_date(document.get("date"))
         if when is not None and when < oldest:
             continue
-        source = _label(document.get("type"), None) or _label((_list(document.get("category")) or [None])[0], "Clinical note")
-        attachments = [c.get("attachment") for c in _list(document.get("content")) if isinstance(c, dict)]
+        source = _label(document.get("type"), None) or _label((as_list(document.get("category")) or [None])[0], "Clinical note")
+        attachments = [c.get("attachment") for c in as_list(document.get("content")) if isinstance(c, dict)]
         yield from _attachments(document, attachments, source, when, limits, unread)
 
 
@@ -140,7 +143,7 @@ def _attachments(resource: dict, attachments, source: str, when: date | None, li
 
 
 def _notes(resource: dict, source: str, when: date | None) -> Iterator[NoteText]:
-    for note in _list(resource.get("note")):
+    for note in as_list(resource.get("note")):
         if isinstance(note, dict):
             yield _piece(resource, source, parse_date(note.get("time")) or when, note.get("text"))
 
@@ -160,11 +163,6 @@ def _live(resources, fields: tuple[str, ...] | None = None) -> Iterator[dict]:
             yield resource
 
 
-def _list(value: object) -> list:
-    """A FHIR array as sent, or nothing: a hostile or sloppy client sends objects, numbers, null."""
-    return value if isinstance(value, list) else []
-
-
 def _ref(resource: dict) -> str:
     return f"{resource.get('resourceType')}/{resource.get('id')}"
 
@@ -173,7 +171,7 @@ def _label(concept: object, fallback: str | None) -> str | None:
     if isinstance(concept, dict):
         if isinstance(concept.get("text"), str) and concept["text"].strip():
             return concept["text"].strip()[:60]
-        for coding in _list(concept.get("coding")):
+        for coding in as_list(concept.get("coding")):
             if isinstance(coding, dict) and isinstance(coding.get("display"), str) and coding["display"].strip():
                 return coding["display"].strip()[:60]
     return fallback
