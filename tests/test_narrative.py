@@ -282,3 +282,22 @@ def test_an_attachment_over_the_byte_cap_is_not_decoded_and_said_so(make_app):
     card, decision = decide(client, note_chart("x" * 200 + " " + SAY_IT))
     assert decision["outcome"] == "documentation"
     assert any("larger than 100 bytes" in line for line in decision["notRead"])
+
+
+def test_every_concept_cites_rules_that_read_it(registry):
+    """Each lexicon concept names the guideline rules that ask for it (scripts/narrative_cites.py),
+    and each citation still reads one of the concept's value sets or documented labels, with the
+    rule's own section and quote."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from narrative_cites import rules_reading
+    data = json.loads((Path(__file__).resolve().parents[1] / "mappings" / "narrative.json").read_text(encoding="utf-8"))
+    for entry in data["concepts"]:
+        concept = registry.narrative.lexicon.concepts[entry["id"]]
+        reading = {(g.id, r.id): r.source for g, r in rules_reading(registry, concept.tags)}
+        assert entry.get("cites"), f"{entry['id']} cites no guideline rule"
+        for cite in entry["cites"]:
+            source = reading.get((cite["guideline"], cite["rule"]))
+            assert source is not None, f"{entry['id']}: {cite['guideline']}/{cite['rule']} no longer reads it"
+            assert cite["section"] == source["section"] and cite.get("quote") == source.get("quote")
