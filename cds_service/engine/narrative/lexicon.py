@@ -127,7 +127,14 @@ def _requirements(concepts) -> dict[str, list[tuple[frozenset[str], ...]]]:
             needs = pattern_needs(pattern)
             for anchor in rarest(needs):
                 found.setdefault(anchor, []).append(needs)
-    return found
+    return {anchor: _simplest(anchor, requirements) for anchor, requirements in found.items()}
+
+
+def _simplest(anchor: str, requirements) -> list[tuple[frozenset[str], ...]]:
+    """The requirements filed under ``anchor`` without the needs the anchor itself meets, each
+    once, the fewest needs first: a one-word phrase then answers at once (most rules are such)."""
+    kept = {tuple(need for need in requirement if anchor not in need) for requirement in requirements}
+    return sorted(kept, key=len)
 
 
 def token_words(token: dict) -> frozenset[str]:

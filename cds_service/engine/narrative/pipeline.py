@@ -2,10 +2,12 @@
 
 The pipeline is rule-based and offline (no model download at install or run time):
 ``sentencizer`` (spaCy's rule-based splitter, about 7 times faster here than medspaCy's default
-PyRuSH) with a line break always ending a sentence, medspaCy's ``target_matcher`` (the lexicon),
-``context`` (negated, possible, hypothetical, historical and family modifiers: medspaCy's
-default rules plus ``context_rules`` of the lexicon) and ``sectionizer`` (a mention under
-"Family history:" is about a relative; ``sections`` of the lexicon say which sections mean what).
+PyRuSH) with a line break always ending a sentence; medspaCy's target matcher for the lexicon's
+phrases and :class:`GatedPatterns` for its token patterns (:class:`Targets`); ``context``
+(negated, possible, hypothetical, historical and family modifiers: medspaCy's default rules plus
+``context_rules`` of the lexicon); and medspaCy's section rules (:mod:`.sections`: a mention
+under "Family history:" is about a relative; ``sections`` of the lexicon say which sections
+mean what).
 
 Built once per process and worker (about half a second), at start-up.
 """
@@ -16,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 
 from cds_service.engine.narrative.lexicon import WORD, Lexicon
+from cds_service.engine.narrative.sections import Sections
 from cds_service.engine.narrative.sentences import Shortened
 
 FLAGS = ("negated", "family", "historical", "hypothetical", "uncertain")
@@ -57,20 +60,21 @@ class Pipeline:
 
     def __init__(self, lexicon: Lexicon):
         self.lexicon = lexicon
-        self.section_flags = {category: flag for flag, categories in lexicon.sections.items() for category in categories}
         self.nlp = _build(lexicon)
+        self.sections = Sections(self.nlp, lexicon.sections)
+        self.is_section = self.sections.may_be_title
 
     def mentions(self, shortened: Shortened) -> list[Mention]:
         """Every mention in ``shortened``, in original-text offsets."""
         doc = self.nlp(shortened.text)
+        section_flags = self.sections.flagger(doc) if doc.ents else None
         found = []
         for ent in doc.ents:
             sentence = ent.sent
             flags = {"negated": ent._.is_negated, "family": ent._.is_family, "historical": ent._.is_historical,
                      "hypothetical": ent._.is_hypothetical, "uncertain": ent._.is_uncertain}
-            section_flag = self.section_flags.get(ent._.section_category)
-            if section_flag:
-                flags[section_flag] = True
+            for flag in section_flags(ent.start):
+                flags[flag] = True
             found.append(Mention(ent.label_, shortened.original(ent.start_char), shortened.original(ent.end_char - 1) + 1,
                                  shortened.original(sentence.start_char), shortened.original(sentence.end_char - 1) + 1,
                                  **flags))
@@ -91,22 +95,21 @@ def _build(lexicon: Lexicon):
     nlp.add_pipe("sentencizer")
     nlp.add_pipe("spine_cds_line_breaks")
     targets = [variant for rule in lexicon.target_rules() for variant in literal_variants(rule, TargetRule)]
-    nlp.add_pipe("medspacy_target_matcher").add([rule for rule in targets if rule.pattern is None])
-    gated = f"spine_cds_patterns_{lexicon.digest}"
-    if gated not in Language.factories:
-        Language.component(gated, func=GatedPatterns(nlp.vocab, [rule for rule in targets if rule.pattern is not None]))
-    nlp.add_pipe(gated)
+    name = f"spine_cds_targets_{lexicon.digest}"
+    if name not in Language.factories:
+        Language.component(name, func=Targets(nlp, targets))
+    nlp.add_pipe(name)
     context = nlp.add_pipe("medspacy_context", config={"rules": None})
-    rules = [*ConTextRule.from_json(_default_context_rules()), *(ConTextRule(**rule) for rule in lexicon.context_rules)]
-    context.add([variant for rule in rules for variant in literal_variants(rule, ConTextRule)])
-    nlp.add_pipe("medspacy_sectionizer")
+    context.add(spelled_out(ConTextRule.from_json(_default_context_rules()),
+                            [ConTextRule(**rule) for rule in lexicon.context_rules], ConTextRule))
     return nlp
 
 
-MAX_VARIANTS = 500
+MAX_VARIANTS = 500          # a target pattern spelled out as at most this many phrases
+MAX_CONTEXT_VARIANTS = 2000 # a ConText pattern: its token-matcher cost is paid on every token
 
 
-def literal_variants(rule, kind) -> list:
+def literal_variants(rule, kind, limit: int = MAX_VARIANTS) -> list:
     """``rule`` as literal rules, one per phrase its token pattern can match, when the pattern
     is only words (``LOWER`` / ``IN``, optionally ``OP: "?"``); else ``rule`` itself.
 
@@ -119,27 +122,48 @@ def literal_variants(rule, kind) -> list:
     fields = {k: v for k, v in rule.__dict__.items() if k in _FIELDS[kind.__name__] and v is not None}
     choices = [_words(token) for token in pattern]
     if all(words is not None for words in choices):
-        phrases = _product([[w] if w else [] for w in words] for words in choices)
+        phrases = _product(([[w] if w else [] for w in words] for words in choices), limit)
         if phrases is not None:
             return [kind(**{**fields, "literal": " ".join(p), "pattern": None}) for p in dict.fromkeys(map(tuple, phrases)) if p]
     return [rule]   # words mixed with other tests (REGEX, wildcards): spelled out as LOWER variants, it measured slower
 
 
-def _product(options) -> list[list] | None:
+def spelled_out(defaults, ours, kind) -> list:
+    """medspaCy's default rules and the lexicon's, each word-only pattern spelled out as phrases
+    (:func:`literal_variants`); where a phrase of ours is also a default phrase, ours alone.
+
+    Two rules with the same words match the same span, and medspaCy keeps only one of them: which
+    one depended on the order the matchers listed them (a token pattern before a phrase).  The
+    lexicon is where this service says what words mean, so its rule decides."""
+    ours = [variant for rule in ours for variant in literal_variants(rule, kind, MAX_CONTEXT_VARIANTS)]
+    taken = {variant.literal.lower() for variant in ours if variant.pattern is None}
+    defaults = [variant for rule in defaults for variant in literal_variants(rule, kind, MAX_CONTEXT_VARIANTS)]
+    return [*(v for v in defaults if v.pattern is not None or v.literal.lower() not in taken), *ours]
+
+
+def _product(options, limit: int) -> list[list] | None:
     """Every concatenation of one option per position; None when there would be too many."""
     found: list[list] = [[]]
     for choice in options:
         choice = list(choice)
         found = [f + c for f in found for c in choice]
-        if len(found) > MAX_VARIANTS:
+        if len(found) > limit:
             return None
     return found
 
 
 def _words(token: dict) -> list[str] | None:
-    if not isinstance(token, dict) or set(token) - {"LOWER", "OP"} or token.get("OP") not in (None, "?"):
+    """The words one pattern token matches, lower case ("" when optional); None when it tests
+    anything else.  ``TEXT`` counts for a string without letters (":", "("), whose lower case is
+    itself, and ``IS_SPACE: false`` adds nothing to a test of words."""
+    if not isinstance(token, dict) or token.get("OP") not in (None, "?"):
         return None
-    spec = token.get("LOWER")
+    spec = {k: v for k, v in token.items() if k != "OP" and not (k == "IS_SPACE" and v is False)}
+    if set(spec) == {"TEXT"} and isinstance(spec["TEXT"], str) and spec["TEXT"].lower() == spec["TEXT"].upper():
+        spec = {"LOWER": spec["TEXT"]}
+    if set(spec) != {"LOWER"}:
+        return None
+    spec = spec["LOWER"]
     words = [spec] if isinstance(spec, str) else spec.get("IN") if isinstance(spec, dict) and set(spec) == {"IN"} else None
     if not words or not all(isinstance(w, str) for w in words):
         return None
@@ -156,6 +180,27 @@ def _default_context_rules() -> str:
     from pathlib import Path
     import medspacy
     return str(Path(medspacy.__file__).resolve().parents[1] / "resources" / "en" / "context_rules.json")
+
+
+class Targets:
+    """The lexicon's phrases (medspaCy's ``TargetMatcher``) and token patterns (:class:`GatedPatterns`)
+    as ``doc.ents``, set once.
+
+    Why not the target matcher as a pipe: it adds each match with ``doc.ents += (span,)``, which
+    re-validates every entity so far (quadratic: a quarter of the matching time on 30 notes).
+    Here it returns its spans (``result_type=None``) and they join the pattern matches in one
+    assignment, the longest span winning an overlap as in medspaCy (its matches never overlap)."""
+
+    def __init__(self, nlp, rules):
+        from medspacy.target_matcher import TargetMatcher
+        self.phrases = TargetMatcher(nlp, result_type=None)
+        self.phrases.add([rule for rule in rules if rule.pattern is None])
+        self.patterns = GatedPatterns(nlp.vocab, [rule for rule in rules if rule.pattern is not None])
+
+    def __call__(self, doc):
+        from spacy.util import filter_spans
+        doc.ents = filter_spans([*self.phrases(doc), *self.patterns.spans(doc)])
+        return doc
 
 
 class GatedPatterns:
@@ -182,32 +227,43 @@ class GatedPatterns:
                 self.by_word.setdefault(word, []).append(n)
         self.ungated = [n for n, (needs, _) in enumerate(self.entries) if not needs]
 
-    def __call__(self, doc):
-        from spacy.util import filter_spans
+    def spans(self, doc) -> list:
+        """Matches of the patterns whose required words a sentence holds.  (The sentence's words
+        come from slices of the lower-cased text: ``Span.text`` visits every token.)"""
+        lower = doc.text.lower()
+        if not self.ungated and self.by_word.keys().isdisjoint(WORD.findall(lower)):
+            return []
         found = []
         for sentence in doc.sents:
-            words = set(WORD.findall(sentence.text.lower()))
+            words = set(WORD.findall(lower[sentence.start_char:sentence.end_char]))
             candidates = {n for word in words.intersection(self.by_word) for n in self.by_word[word]}
             for n in sorted(candidates.union(self.ungated)):
                 needs, matcher = self.entries[n]
                 if all(not need.isdisjoint(words) for need in needs):
                     found.extend(matcher(sentence, as_spans=True))
-        if found:
-            doc.ents = filter_spans([*doc.ents, *found])
-        return doc
+        return found
 
 
 def _line_breaks(doc):
     """A line break always ends a sentence: the pre-filter puts one piece per line, and a
     negation must never reach from one piece into the next.  A question mark that opens a phrase
-    ("? cauda equina") marks doubt about what follows: it does not end a sentence."""
-    for token in doc[1:]:
-        before = doc[token.i - 1]
-        if "\n" in before.text:
-            token.is_sent_start = True
-        elif before.text == "?" and (before.i == 0 or before.is_sent_start or doc[before.i - 1].is_space
-                                     or doc[before.i - 1].is_punct):
-            token.is_sent_start = False
+    ("? cauda equina") marks doubt about what follows: it does not end a sentence.
+
+    The starts are read and written as one array (``Doc.to_array`` / ``from_array``): setting
+    ``Token.is_sent_start`` one token at a time re-checks the whole document each time."""
+    if len(doc) < 2:
+        return doc
+    from spacy.attrs import IS_SPACE, ORTH, SENT_START
+    spaces, orths, starts = doc.to_array([IS_SPACE, ORTH, SENT_START]).T
+    starts = starts.astype("int64")      # 1 start, -1 not a start, 0 unset (read as uint64)
+    for i in spaces.nonzero()[0]:
+        if i + 1 < len(doc) and "\n" in doc[int(i)].text:
+            starts[i + 1] = 1
+    for i in (orths == doc.vocab.strings["?"]).nonzero()[0]:
+        if i + 1 < len(doc) and (i == 0 or starts[i] == 1 or spaces[i - 1] or doc[int(i) - 1].is_punct):
+            starts[i + 1] = -1
+    starts[0] = 1
+    doc.from_array([SENT_START], starts.view("uint64").reshape(-1, 1))
     return doc
 
 
@@ -221,6 +277,6 @@ def _quiet() -> None:
     except ImportError:  # pragma: no cover - loguru comes with medspaCy
         pass
     logging.getLogger("medspacy").setLevel(logging.WARNING)
-    # medspaCy's sectionizer keeps an empty token matcher beside its phrase matcher (all its
-    # default rules are literals); spaCy would warn about it on every note.
+    # medspaCy's section and ConText matchers keep a token matcher beside their phrase matcher,
+    # empty when all their rules are phrases; spaCy would warn about it on every note.
     warnings.filterwarnings("ignore", message=r"\[W036\]", category=UserWarning)

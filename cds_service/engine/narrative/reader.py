@@ -52,7 +52,8 @@ class Narrative:
 class NarrativeReader:
     def __init__(self, lexicon: Lexicon, pipeline: Pipeline):
         self.lexicon, self.pipeline = lexicon, pipeline
-        self._local: LRUCache = LRUCache(LOCAL_ENTRIES)
+        self._local: LRUCache = LRUCache(LOCAL_ENTRIES)     # text hash -> mentions (offsets and flags)
+        self._built: LRUCache = LRUCache(LOCAL_ENTRIES)     # (hash, ref, source, date) -> items
         self._lock = threading.Lock()   # LRUCache is not thread-safe; gthread workers are
         regions = sorted(lexicon.region_words, key=len, reverse=True)
         self._region_words = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, regions)) + r")(?![\w-])") if regions else None
@@ -65,15 +66,18 @@ class NarrativeReader:
             items.extend(self._items(text, cache))
         return Narrative(tuple(items), collected.unread)
 
-    def mentions(self, text: str, cache: MentionCache | None = None) -> list[Mention]:
+    def _key(self, text: str) -> str:
+        return hashlib.sha256(f"{self.lexicon.digest}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
+
+    def mentions(self, text: str, cache: MentionCache | None = None, key: str | None = None) -> list[Mention]:
         """Every mention in ``text`` (counting or not), from the caches when seen before."""
-        key = hashlib.sha256(f"{self.lexicon.digest}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
+        key = key or self._key(text)
         with self._lock:
             found = self._local.get(key)
         if found is None:
             found = cache.get(key) if cache is not None else None
             if found is None:
-                shortened = shorten(text, self.lexicon)
+                shortened = shorten(text, self.lexicon, self.pipeline.is_section)
                 found = [m.to_list() for m in self.pipeline.mentions(shortened)] if shortened else []
                 if cache is not None:
                     cache.put(key, found)
@@ -81,14 +85,14 @@ class NarrativeReader:
                 self._local[key] = found
         return [Mention.from_list(values) for values in found]
 
-    def found(self, text: str, cache: MentionCache | None = None,
-              counting_only: bool = False) -> list[tuple[Mention, Concept, frozenset[str]]]:
+    def found(self, text: str, cache: MentionCache | None = None, counting_only: bool = False,
+              key: str | None = None) -> list[tuple[Mention, Concept, frozenset[str]]]:
         """The mentions of ``text`` that stand for something, with their concept and regions
         (a concept's own region, else the regions its sentence names; none = any).  Negated,
         family, hypothetical and uncertain mentions are kept unless ``counting_only``:
         :attr:`Mention.counts` says."""
         found, named = [], {}
-        for mention in self.mentions(text, cache):
+        for mention in self.mentions(text, cache, key):
             concept = self.lexicon.concepts.get(mention.concept)
             if concept is None or (counting_only and not mention.counts):
                 continue
@@ -103,14 +107,27 @@ class NarrativeReader:
                 found.append((mention, meant, frozenset({meant.region} if meant.region else regions)))
         return found
 
-    def _items(self, text: NoteText, cache: MentionCache | None) -> list[ClinicalItem]:
+    def _items(self, text: NoteText, cache: MentionCache | None) -> tuple[ClinicalItem, ...]:
         """One item per concept, date, region and status in a note: a note that says "back pain"
-        five times is one piece of evidence (the first sentence is quoted)."""
-        items: dict[tuple, ClinicalItem] = {}
-        for mention, concept, regions in self.found(text.text, cache, counting_only=True):
-            item = self._item(text, mention, concept, regions)
-            items.setdefault((concept.id, item.when, item.status, item.regions), item)
-        return list(items.values())
+        five times is one piece of evidence (the first sentence is quoted).
+
+        A repeated order-select sees the same notes again: their items are kept in this
+        process, by note (reference, source, date) and text hash, so the second call neither
+        reads nor rebuilds them.  (They quote the note, so they stay in this worker's memory:
+        the cache shared between workers holds offsets only.)"""
+        key = self._key(text.text)
+        memo_key = (key, text.ref, text.source, text.when)
+        with self._lock:
+            items = self._built.get(memo_key)
+        if items is None:
+            built: dict[tuple, ClinicalItem] = {}
+            for mention, concept, regions in self.found(text.text, cache, counting_only=True, key=key):
+                item = self._item(text, mention, concept, regions)
+                built.setdefault((concept.id, item.when, item.status, item.regions), item)
+            items = tuple(built.values())
+            with self._lock:
+                self._built[memo_key] = items
+        return items
 
     def _item(self, text: NoteText, mention: Mention, concept: Concept, regions: frozenset[str]) -> ClinicalItem:
         sentence = text.text[mention.sentence_start:mention.sentence_end]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
+from typing import Callable
 
 from cds_service.engine.narrative.lexicon import WORD
 
@@ -51,18 +52,22 @@ def spans(text: str) -> list[tuple[int, int]]:
     return [(s, e) for s, e in found if text[s:e].strip()]
 
 
-def shorten(text: str, lexicon) -> Shortened | None:
-    """The sentences the lexicon may match and the headers before them; None when there is none."""
+def shorten(text: str, lexicon, is_section: Callable[[str], bool] = lambda header: True) -> Shortened | None:
+    """The sentences the lexicon may match and the headers before them; None when there is none.
+
+    ``is_section`` says whether a header may name a section the sectionizer knows (it must
+    never say no to one): other headers ("Vital signs reviewed:") are left out."""
     pieces: list[tuple[int, int]] = []
     hit = False
     lower = text.lower()
     for start, end in spans(text):
-        if lexicon.may_mention(set(WORD.findall(lower, start, end))):
+        if lexicon.may_mention(set(WORD.findall(lower[start:end]))):
             pieces.append((start, end))
             hit = True
         elif (header := HEADER.match(text, start, end)) is not None:
-            pieces.append((header.start(1), header.end(1)))
-        elif BARE_HEADER.match(text, start, end):
+            if is_section(lower[header.start(1):header.end(1)]):
+                pieces.append((header.start(1), header.end(1)))
+        elif BARE_HEADER.match(text, start, end) and is_section(lower[start:end]):
             pieces.append((start, end))
     if not hit:
         return None

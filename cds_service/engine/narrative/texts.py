@@ -156,7 +156,7 @@ def _live(resources, fields: tuple[str, ...] | None = None) -> Iterator[dict]:
     """Resources that are not voided and (when ``fields`` are given) have one of them: on a long
     chart most observations carry no words at all, and are passed over at the cost of a lookup."""
     for resource in resources:
-        if not isinstance(resource, dict) or (fields and not any(f in resource for f in fields)):
+        if not isinstance(resource, dict) or (fields and resource.keys().isdisjoint(fields)):
             continue
         status = resource.get("status")
         if isinstance(resource.get("id"), str) and not (isinstance(status, str) and status in VOID):

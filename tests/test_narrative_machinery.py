@@ -1,0 +1,95 @@
+"""The reading machinery against medspaCy's own components: each shortcut taken for speed (#13 §5)
+must give what the medspaCy component it stands in for gives, on the annotated corpora."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cds_service.engine.narrative.pipeline import literal_variants, spelled_out
+from cds_service.engine.narrative.reader import load_reader
+from cds_service.engine.narrative.sentences import shorten
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPORA = [ROOT / "tests" / "narrative" / name for name in ("corpus.json", "corpus-fresh.json")]
+
+
+@pytest.fixture(scope="module")
+def reader():
+    return load_reader(ROOT / "mappings" / "narrative.json")
+
+
+def corpus_rows() -> list[str]:
+    return [row["text"] for path in CORPORA for row in json.loads(path.read_text(encoding="utf-8"))["rows"]]
+
+
+def charts(rows: list[str]) -> list[str]:
+    """Notes with section titles, built from corpus sentences: what falls under "Family history:"
+    or "PMH:" is flagged by its section, and the next title ends it."""
+    return ["HPI:\n" + " ".join(rows[i:i + 4]) + "\nFamily history:\n" + " ".join(rows[i + 4:i + 7])
+            + "\nPMH: " + " ".join(rows[i + 7:i + 10]) + "\nPatient instructions:\n" + rows[i + 10]
+            + "\nAssessment/Plan:\n" + rows[i + 11] for i in range(0, len(rows) - 12, 12)]
+
+
+def test_sections_give_the_flags_medspacys_sectionizer_gives(reader):
+    pipeline = reader.pipeline
+    pipeline.nlp.add_pipe("medspacy_sectionizer", name="reference_sectionizer")
+    try:
+        compared, in_flagged_section = compare_with_sectionizer(reader)
+    finally:
+        pipeline.nlp.remove_pipe("reference_sectionizer")
+    assert compared > 500 and in_flagged_section > 100     # mentions inside flagged sections were compared
+
+
+def compare_with_sectionizer(reader) -> tuple[int, int]:
+    pipeline = reader.pipeline
+    compared = in_flagged_section = 0
+    for text in charts(corpus_rows()):
+        shortened = shorten(text, reader.lexicon, pipeline.is_section)
+        if shortened is None:
+            continue
+        doc = pipeline.nlp(shortened.text)         # the reference sectionizer runs last, after ConText
+        with pipeline.nlp.select_pipes(disable=["reference_sectionizer"]):
+            ours = [(m.start, m.end, m.negated, m.family, m.historical, m.hypothetical, m.uncertain)
+                    for m in pipeline.mentions(shortened)]
+        theirs = []
+        for ent in doc.ents:
+            lexicon_flags = {flag for flag, categories in reader.lexicon.sections.items() if ent._.section_category in categories}
+            theirs.append((shortened.original(ent.start_char), shortened.original(ent.end_char - 1) + 1, ent._.is_negated,
+                           ent._.is_family or "family" in lexicon_flags, ent._.is_historical or "historical" in lexicon_flags,
+                           ent._.is_hypothetical or "hypothetical" in lexicon_flags, ent._.is_uncertain))
+            in_flagged_section += ent._.section_category in pipeline.sections.flags
+        assert ours == theirs
+        compared += len(ours)
+    return compared, in_flagged_section
+
+
+def test_pre_filter_keeps_every_header_the_section_rules_may_match(reader):
+    sections = reader.pipeline.sections
+    for header in ("family history:", "family  history :", "pmhx:", "past medical hx:", "mhx:"):
+        assert sections.may_be_title(header), header
+    assert not sections.may_be_title("diet discussed:")
+
+
+def test_a_word_only_context_pattern_becomes_phrases_and_ours_win_identical_phrases():
+    from medspacy.context import ConTextRule
+    default = ConTextRule("wife", "FAMILY", direction="FORWARD")
+    ours = ConTextRule("relatives", "FAMILY", direction="BIDIRECTIONAL",
+                       pattern=[{"LOWER": {"IN": ["wife", "husband"]}, "IS_SPACE": False}])
+    colon = ConTextRule(": no", "NEGATED_EXISTENCE", direction="FORWARD", pattern=[{"TEXT": ":"}, {"LOWER": "no"}])
+    rules = spelled_out([default, ConTextRule(": no", "NEGATED_EXISTENCE", direction="BACKWARD")], [ours, colon], ConTextRule)
+    phrases = {(r.literal, r.direction) for r in rules}
+    assert phrases == {("wife", "BIDIRECTIONAL"), ("husband", "BIDIRECTIONAL"), (": no", "FORWARD")}
+    assert all(r.pattern is None for r in rules)
+    wildcard = ConTextRule("now resolved", "HISTORICAL", pattern=[{"LOWER": "now", "OP": "*"}, {"LOWER": "resolved"}])
+    assert literal_variants(wildcard, ConTextRule) == [wildcard]     # a wildcard stays a token pattern
+    cased = ConTextRule("No", "NEGATED_EXISTENCE", pattern=[{"TEXT": "No"}])
+    assert literal_variants(cased, ConTextRule) == [cased]            # case-sensitive text stays a pattern
+
+
+def test_line_breaks_end_sentences_and_a_leading_question_mark_does_not(reader):
+    doc = reader.pipeline.nlp("Back pain x 3 wks\nDenies fever. ? cauda equina, r/o.")
+    sentences = [s.text.strip() for s in doc.sents]
+    assert sentences[0] == "Back pain x 3 wks" and "? cauda equina" in sentences[-1]
+    assert not any(s == "?" for s in sentences)
