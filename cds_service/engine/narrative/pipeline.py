@@ -14,6 +14,7 @@ Built once per process and worker (about half a second), at start-up.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 import warnings
 from dataclasses import dataclass
 
@@ -67,10 +68,14 @@ class Pipeline:
     def mentions(self, shortened: Shortened) -> list[Mention]:
         """Every mention in ``shortened``, in original-text offsets."""
         doc = self.nlp(shortened.text)
-        section_flags = self.sections.flagger(doc) if doc.ents else None
+        if not doc.ents:
+            return []
+        section_flags = self.sections.flagger(doc)
+        sentences = list(doc.sents)      # once: ``Span.sent`` walks the tokens back to the start
+        starts = [sentence.start for sentence in sentences]
         found = []
         for ent in doc.ents:
-            sentence = ent.sent
+            sentence = sentences[bisect_right(starts, ent.start) - 1]
             flags = {"negated": ent._.is_negated, "family": ent._.is_family, "historical": ent._.is_historical,
                      "hypothetical": ent._.is_hypothetical, "uncertain": ent._.is_uncertain}
             for flag in section_flags(ent.start):
