@@ -93,3 +93,28 @@ def test_line_breaks_end_sentences_and_a_leading_question_mark_does_not(reader):
     sentences = [s.text.strip() for s in doc.sents]
     assert sentences[0] == "Back pain x 3 wks" and "? cauda equina" in sentences[-1]
     assert not any(s == "?" for s in sentences)
+
+
+def test_section_titles_of_the_lexicon_join_medspacys(tmp_path):
+    lexicon = json.loads((ROOT / "mappings" / "narrative.json").read_text(encoding="utf-8"))
+    text = "HPI: low back pain x 2 wks.\nFamHx:\nOsteoporosis.\nPlan: PT."
+    lexicon["section_titles"] = {}
+    path = tmp_path / "narrative.json"
+    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    before = {(c.id, m.family) for m, c, _ in load_reader(path).found(text)}
+    lexicon["section_titles"] = {"family_history": ["FamHx:"]}
+    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    after = {(c.id, m.family) for m, c, _ in load_reader(path).found(text)}
+    assert ("osteoporosis", False) in before and ("osteoporosis", True) in after
+    assert ("low-back-pain", False) in after            # the section ends at the next title
+
+
+def test_a_malformed_section_titles_entry_is_refused(tmp_path):
+    from cds_service.engine.narrative.lexicon import load_lexicon
+    from cds_service.errors import CdsConfigError
+    lexicon = json.loads((ROOT / "mappings" / "narrative.json").read_text(encoding="utf-8"))
+    lexicon["section_titles"] = {"family_history": "FHx:"}
+    path = tmp_path / "narrative.json"
+    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    with pytest.raises(CdsConfigError, match="section_titles"):
+        load_lexicon(path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cds_service.engine.attestation import link_id
@@ -45,6 +45,7 @@ class Lexicon:
     requirements: dict[str, list[tuple[frozenset[str], ...]]]   # anchor -> the words each of its rules needs
     sections: dict[str, list[str]]  # flag -> sectionizer categories ("family": ["family_history"])
     context_rules: list[dict]       # extra medspaCy ConTextRules (literal, category, direction...)
+    section_titles: dict[str, list[str]] = field(default_factory=dict)   # category -> titles medspaCy lacks ("FHx:")
 
     def may_mention(self, words: set[str]) -> bool:
         """Whether a sentence whose words (``WORD`` matches, lower case) are ``words`` can hold a
@@ -89,8 +90,12 @@ def load_lexicon(path: Path) -> Lexicon:
     sections = data.get("sections", {})
     if set(sections) - {"family", "historical", "hypothetical"}:
         raise CdsConfigError(f"{path}: sections may only mean family, historical or hypothetical")
+    titles = data.get("section_titles", {})
+    if not isinstance(titles, dict) or not all(isinstance(k, str) and isinstance(v, list) and v and
+                                               all(isinstance(t, str) and t.strip() for t in v) for k, v in titles.items()):
+        raise CdsConfigError(f"{path}: section_titles must map a section category to a list of titles")
     return Lexicon(concepts, region_words, anchors, hashlib.sha256(raw).hexdigest()[:16], requirements, sections,
-                   list(data.get("context_rules", [])))
+                   list(data.get("context_rules", [])), titles)
 
 
 def _concept(path: Path, entry: dict) -> Concept:

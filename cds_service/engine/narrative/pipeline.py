@@ -62,7 +62,7 @@ class Pipeline:
     def __init__(self, lexicon: Lexicon):
         self.lexicon = lexicon
         self.nlp = _build(lexicon)
-        self.sections = Sections(self.nlp, lexicon.sections)
+        self.sections = Sections(self.nlp, lexicon.sections, lexicon.section_titles)
         self.is_section = self.sections.may_be_title
 
     def mentions(self, shortened: Shortened) -> list[Mention]:

@@ -9,9 +9,9 @@ sectionizer does), and a mention's section is the last title at or before it —
 sectionizer computes when, as with its default rules, no rule has parents or a maximum scope
 (checked at start-up; a test compares the two on the corpora).
 
-Flags follow from the section as they do in medspaCy (its default ``span_attrs``: past history
-means historical, family history family, patient instructions hypothetical...) plus the
-lexicon's ``sections``.
+The lexicon's ``section_titles`` add titles medspaCy's rules lack ("FHx:").  Flags follow from
+the section as they do in medspaCy (its default ``span_attrs``: past history means historical,
+family history family, patient instructions hypothetical...) plus the lexicon's ``sections``.
 """
 from __future__ import annotations
 
@@ -25,12 +25,15 @@ ATTRIBUTE_FLAGS = {"is_negated": "negated", "is_family": "family", "is_historica
 class Sections:
     """Section titles of a document, and the flags each section gives the mentions in it."""
 
-    def __init__(self, nlp, lexicon_sections: dict[str, list[str]]):
+    def __init__(self, nlp, lexicon_sections: dict[str, list[str]], lexicon_titles: dict[str, list[str]] | None = None):
         from medspacy.common.medspacy_matcher import MedspacyMatcher
-        from medspacy.section_detection import Sectionizer
+        from medspacy.section_detection import SectionRule, Sectionizer
         from medspacy.section_detection.sectionizer import DEFAULT_ATTRS
 
         rules = Sectionizer(nlp, name="spine_cds_section_rules").rules   # its packaged rules, not a pipe
+        known = {rule.literal.lower() for rule in rules}
+        rules += [SectionRule(title, category) for category, titles in (lexicon_titles or {}).items()
+                  for title in titles if title.lower() not in known]
         if any(rule.parents or rule.max_scope is not None for rule in rules):
             raise RuntimeError("medspaCy's section rules now have parents or scopes: use its Sectionizer as a pipe")
         self.matcher = MedspacyMatcher(nlp, name="spine_cds_sections", phrase_matcher_attr="LOWER")
