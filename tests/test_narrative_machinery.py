@@ -118,3 +118,12 @@ def test_a_malformed_section_titles_entry_is_refused(tmp_path):
     path.write_text(json.dumps(lexicon), encoding="utf-8")
     with pytest.raises(CdsConfigError, match="section_titles"):
         load_lexicon(path)
+
+
+def test_a_pattern_is_gated_by_its_anchored_expressions_and_only_those(reader):
+    from cds_service.engine.narrative.targets import text_needs
+    gates = text_needs([{"LOWER": {"REGEX": "^c[4-8]$"}}, {"LOWER": {"REGEX": "^x$|^y$"}},
+                        {"LOWER": {"REGEX": "^[0-4]/5$"}, "OP": "?"}, {"LOWER": "radicular"}])
+    assert [g.pattern for g in gates] == ["c[4-8]"]        # alternation and optional tokens are not gates
+    found = {c.id for m, c, _ in reader.found("Pain in a C6 distribution, worse at night.")}
+    assert "cervical-radiculopathy" in found                 # the gated pattern still matches where it should

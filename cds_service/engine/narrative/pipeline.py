@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from cds_service.engine.narrative.lexicon import WORD, Lexicon
 from cds_service.engine.narrative.sections import Sections
+from cds_service.engine.narrative.targets import LOWER_TEXT, Targets
 from cds_service.engine.narrative.sentences import Shortened
 
 FLAGS = ("negated", "family", "historical", "hypothetical", "uncertain")
@@ -67,7 +68,10 @@ class Pipeline:
 
     def mentions(self, shortened: Shortened) -> list[Mention]:
         """Every mention in ``shortened``, in original-text offsets."""
-        doc = self.nlp(shortened.text)
+        doc = self.nlp.make_doc(shortened.text)
+        doc.user_data[LOWER_TEXT] = shortened.text.lower()
+        for _name, component in self.nlp.pipeline:
+            doc = component(doc)
         if not doc.ents:
             return []
         section_flags = self.sections.flagger(doc)
@@ -185,68 +189,6 @@ def _default_context_rules() -> str:
     from pathlib import Path
     import medspacy
     return str(Path(medspacy.__file__).resolve().parents[1] / "resources" / "en" / "context_rules.json")
-
-
-class Targets:
-    """The lexicon's phrases (medspaCy's ``TargetMatcher``) and token patterns (:class:`GatedPatterns`)
-    as ``doc.ents``, set once.
-
-    Why not the target matcher as a pipe: it adds each match with ``doc.ents += (span,)``, which
-    re-validates every entity so far (quadratic: a quarter of the matching time on 30 notes).
-    Here it returns its spans (``result_type=None``) and they join the pattern matches in one
-    assignment, the longest span winning an overlap as in medspaCy (its matches never overlap)."""
-
-    def __init__(self, nlp, rules):
-        from medspacy.target_matcher import TargetMatcher
-        self.phrases = TargetMatcher(nlp, result_type=None)
-        self.phrases.add([rule for rule in rules if rule.pattern is None])
-        self.patterns = GatedPatterns(nlp.vocab, [rule for rule in rules if rule.pattern is not None])
-
-    def __call__(self, doc):
-        from spacy.util import filter_spans
-        doc.ents = filter_spans([*self.phrases(doc), *self.patterns.spans(doc)])
-        return doc
-
-
-class GatedPatterns:
-    """The lexicon's token patterns, each tried only on sentences that hold a word of every one of
-    its required tokens.
-
-    spaCy's Matcher checks every pattern's predicates on every token, and a pattern mixing words
-    with a regular expression or a wildcard cannot become phrases: on a 60 KB note that was most
-    of the reading time.  Gating by words is exact (a pattern cannot match a sentence that lacks a
-    word it requires); matches join the phrase matches, the longest span winning an overlap as in
-    medspaCy's target matcher."""
-
-    def __init__(self, vocab, rules):
-        from spacy.matcher import Matcher
-        from cds_service.engine.narrative.lexicon import pattern_needs, rarest
-        self.entries = []
-        self.by_word: dict[str, list[int]] = {}     # a word of each pattern's rarest required token
-        for n, rule in enumerate(rules):
-            matcher = Matcher(vocab)
-            matcher.add(rule.category, [rule.pattern])
-            needs = pattern_needs(rule.pattern)
-            self.entries.append((needs, matcher))
-            for word in rarest(needs):
-                self.by_word.setdefault(word, []).append(n)
-        self.ungated = [n for n, (needs, _) in enumerate(self.entries) if not needs]
-
-    def spans(self, doc) -> list:
-        """Matches of the patterns whose required words a sentence holds.  (The sentence's words
-        come from slices of the lower-cased text: ``Span.text`` visits every token.)"""
-        lower = doc.text.lower()
-        if not self.ungated and self.by_word.keys().isdisjoint(WORD.findall(lower)):
-            return []
-        found = []
-        for sentence in doc.sents:
-            words = set(WORD.findall(lower[sentence.start_char:sentence.end_char]))
-            candidates = {n for word in words.intersection(self.by_word) for n in self.by_word[word]}
-            for n in sorted(candidates.union(self.ungated)):
-                needs, matcher = self.entries[n]
-                if all(not need.isdisjoint(words) for need in needs):
-                    found.extend(matcher(sentence, as_spans=True))
-        return found
 
 
 def _line_breaks(doc):
