@@ -322,3 +322,17 @@ def test_a_repeated_order_select_reads_nothing_again(make_app, backend):
         apps[1].post(SELECT, json=sample_call(server.url, TOKEN))  # another instance
         shared = backend.get("SPINE_CDS_CACHE_URL") != "memory"   # the disk cache too: both apps on one host
         assert len(server.requests) == (2 if shared else 3) * len(FETCHED_KEYS)
+
+
+@pytest.mark.parametrize("kind", ["disk", "memory", "redis"])
+def test_several_values_are_written_at_once_and_read_back_each(kind, tmp_path, request):
+    from cds_service.runtime.shared_cache import Namespace
+    cache = {"disk": lambda: _disk(tmp_path, 1 << 20), "memory": lambda: InProcessCache(max_bytes=1 << 20),
+             "redis": lambda: RedisCache(request.getfixturevalue("redis_url"), max_bytes=1 << 20)}[kind]()
+    try:
+        mentions = Namespace(cache, "note-mentions", 60)
+        mentions.put_many([("a", [[1, 2]]), ("b", [[3]]), ("too-big", [["x" * 70_000]])])
+        assert mentions.get_many(["a", "b", "c", "too-big"]) == [[[1, 2]], [[3]], None, None]
+        assert mentions.get("a") == [[1, 2]]
+    finally:
+        cache.close()

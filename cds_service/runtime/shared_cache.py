@@ -116,14 +116,19 @@ class SharedCache:
         return [_decode(namespace, data) if data is not None else None for data in found]
 
     def put_json(self, namespace: str, key: Key, value: object, ttl_s: float) -> None:
-        hashed = hashed_key(namespace, key)
-        if value is None or ttl_s <= 0 or self._skipping():
+        self.put_many_json(namespace, [(key, value)], ttl_s)
+
+    def put_many_json(self, namespace: str, items: Sequence[tuple[Key, object]], ttl_s: float) -> None:
+        """Several values in one write: one transaction on disk (a commit each cost 0.2 ms, six
+        on a first sight of 30 notes), one round trip to Redis."""
+        if ttl_s <= 0 or self._skipping():
             return
-        data = orjson.dumps(value)
-        if len(data) > self.max_value_bytes:
+        batch = [(hashed_key(namespace, key), data) for key, value in items if value is not None
+                 and len(data := orjson.dumps(value)) <= self.max_value_bytes]
+        if not batch:
             return
         try:
-            self._put(hashed, data, ttl_s)
+            self._put_many(batch, ttl_s)
         except FAILURES as exc:
             self._failed(exc)
         else:
@@ -139,6 +144,10 @@ class SharedCache:
 
     def _put(self, key: str, data: bytes, ttl_s: float) -> None:
         raise NotImplementedError
+
+    def _put_many(self, items: list[tuple[str, bytes]], ttl_s: float) -> None:
+        for key, data in items:
+            self._put(key, data, ttl_s)
 
     # -- outages -----------------------------------------------------------------------------
 
@@ -244,6 +253,13 @@ class DiskCache(SharedCache):
     def _put(self, key: str, data: bytes, ttl_s: float) -> None:
         self._cache.set(key, data, expire=ttl_s, retry=False)
 
+    def _put_many(self, items: list[tuple[str, bytes]], ttl_s: float) -> None:
+        if len(items) == 1:
+            return self._put(*items[0], ttl_s)
+        with self._cache.transact(retry=False):
+            for key, data in items:
+                self._cache.set(key, data, expire=ttl_s, retry=False)
+
     def close(self) -> None:
         self._cache.close()
 
@@ -286,6 +302,12 @@ class RedisCache(SharedCache):
 
     def _put(self, key: str, data: bytes, ttl_s: float) -> None:
         self._client.set(KEY_PREFIX + key, data, px=max(1, round(ttl_s * 1000)))
+
+    def _put_many(self, items: list[tuple[str, bytes]], ttl_s: float) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for key, data in items:
+            pipe.set(KEY_PREFIX + key, data, px=max(1, round(ttl_s * 1000)))
+        pipe.execute()
 
     def close(self) -> None:
         self._client.close()
@@ -358,8 +380,13 @@ class Namespace:
         self.cache, self.namespace, self.ttl_s = cache, namespace, ttl_s
 
     def get(self, key: str) -> list | None:
-        value = self.cache.get_json(self.namespace, key)
-        return value if isinstance(value, list) else None
+        return self.get_many([key])[0]
 
     def put(self, key: str, value: list) -> None:
-        self.cache.put_json(self.namespace, key, value, self.ttl_s)
+        self.put_many([(key, value)])
+
+    def get_many(self, keys: list[str]) -> list[list | None]:
+        return [v if isinstance(v, list) else None for v in self.cache.get_many_json(self.namespace, keys)]
+
+    def put_many(self, items: list[tuple[str, list]]) -> None:
+        self.cache.put_many_json(self.namespace, items, self.ttl_s)

@@ -41,6 +41,10 @@ class MentionCache(Protocol):
 
     def put(self, key: str, value: list) -> None: ...
 
+    def get_many(self, keys: list[str]) -> list[list | None]: ...
+
+    def put_many(self, items: list[tuple[str, list]]) -> None: ...
+
 
 class Narrative:
     """The narrative items and the list of what was not read, for one record."""
@@ -61,10 +65,34 @@ class NarrativeReader:
     def read(self, record: PatientRecord, drafts: tuple[dict, ...], today: date, limits: Limits,
              cache: MentionCache | None = None) -> Narrative:
         collected: Collected = collect(record, drafts, today, limits)
+        texts = list(dict.fromkeys(collected.texts))
+        keys = [self._key(text.text) for text in texts]
+        self._read_new(texts, keys, cache)
         items = []
-        for text in dict.fromkeys(collected.texts):
-            items.extend(self._items(text, cache))
+        for text, key in zip(texts, keys):
+            items.extend(self._items(text, key, cache))
         return Narrative(tuple(items), collected.unread)
+
+    def _read_new(self, texts: list[NoteText], keys: list[str], cache: MentionCache | None) -> None:
+        """Mentions of every text this worker has not read, into its memo: from the shared cache
+        in one read, the rest through the pipeline, stored back in one write."""
+        with self._lock:
+            unread = {key: text.text for text, key in zip(texts, keys)
+                      if (key, text.ref, text.source, text.when) not in self._built and key not in self._local}
+        if not unread:
+            return
+        shared = cache.get_many(list(unread)) if cache is not None else [None] * len(unread)
+        found, new = {}, []
+        for (key, text), cached in zip(unread.items(), shared):
+            if cached is None:
+                shortened = shorten(text, self.lexicon, self.pipeline.is_section)
+                cached = [m.to_list() for m in self.pipeline.mentions(shortened)] if shortened else []
+                new.append((key, cached))
+            found[key] = cached
+        if new and cache is not None:
+            cache.put_many(new)
+        with self._lock:
+            self._local.update(found)
 
     def _key(self, text: str) -> str:
         return hashlib.sha256(f"{self.lexicon.digest}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
@@ -107,7 +135,7 @@ class NarrativeReader:
                 found.append((mention, meant, frozenset({meant.region} if meant.region else regions)))
         return found
 
-    def _items(self, text: NoteText, cache: MentionCache | None) -> tuple[ClinicalItem, ...]:
+    def _items(self, text: NoteText, key: str, cache: MentionCache | None) -> tuple[ClinicalItem, ...]:
         """One item per concept, date, region and status in a note: a note that says "back pain"
         five times is one piece of evidence (the first sentence is quoted).
 
@@ -115,7 +143,6 @@ class NarrativeReader:
         process, by note (reference, source, date) and text hash, so the second call neither
         reads nor rebuilds them.  (They quote the note, so they stay in this worker's memory:
         the cache shared between workers holds offsets only.)"""
-        key = self._key(text.text)
         memo_key = (key, text.ref, text.source, text.when)
         with self._lock:
             items = self._built.get(memo_key)
