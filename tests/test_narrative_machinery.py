@@ -127,3 +127,19 @@ def test_a_pattern_is_gated_by_its_anchored_expressions_and_only_those(reader):
     assert [g.pattern for g in gates] == ["c[4-8]"]        # alternation and optional tokens are not gates
     found = {c.id for m, c, _ in reader.found("Pain in a C6 distribution, worse at night.")}
     assert "cervical-radiculopathy" in found                 # the gated pattern still matches where it should
+
+
+@pytest.mark.parametrize("sentence, days", [
+    ("LBP x 8 wks, worse with sitting.", 56),
+    ("Bilat LE weakness, onset over 48 hrs.", 2),
+    ("Neck pain 6/10 after MVC yesterday.", 1),
+    ("Erectile dysfunction new in past month.", 30),
+    ("Back pain that started a few weeks ago.", 21),
+    ("Seen today for back pain x 3 wks.", 21),            # "today" dates the visit, not the onset
+    ("54 yo with back pain.", None),                       # an age is no span
+    ("Back pain since 10/1.", 63),
+])
+def test_spans_written_in_words_date_the_onset(sentence, days):
+    from datetime import date
+    from cds_service.engine.narrative.durations import span_days
+    assert span_days(sentence, sentence.lower().find("pain") if "pain" in sentence else 0, date(2026, 12, 3)) == days
