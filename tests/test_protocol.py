@@ -288,6 +288,18 @@ def test_feedback_for_a_card_never_issued_to_the_caller_is_refused(make_app, jwk
     assert post(client, token, path, {"feedback": [item]}).get_json() == {"received": 1, "stored": 1}
 
 
+def test_an_accepted_suggestion_the_card_did_not_offer_is_refused(secured, token):
+    """The report counts which suggestion clinicians take: only the card's own suggestions count."""
+    body = json.loads((Path(__file__).parents[1] / "cds_service" / "samples" / "pacemaker-mri-contraindicated.json").read_text())
+    card = next(c for c in post(secured, token, SELECT, body).get_json()["cards"] if c.get("suggestions"))  # CT instead
+    path, offered = SELECT + "/feedback", card["suggestions"][0]["uuid"]
+    item = {"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": "2026-11-22T10:00:00Z"}
+    made_up = post(secured, token, path, {"feedback": [item | {"acceptedSuggestions": [{"id": str(uuid.uuid4())}]}]})
+    assert made_up.status_code == 422 and "did not offer" in made_up.get_json()["issue"][0]["diagnostics"]
+    taken = post(secured, token, path, {"feedback": [item | {"acceptedSuggestions": [{"id": offered}]}]})
+    assert taken.get_json() == {"received": 1, "stored": 1}
+
+
 def test_invalid_feedback_is_400(secured, token):
     response = post(secured, token, SELECT + "/feedback", {"feedback": [{"card": "x", "outcome": "maybe"}]})
     assert response.status_code == 400 and "outcome" in response.get_json()["issue"][0]["diagnostics"]

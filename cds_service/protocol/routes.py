@@ -128,6 +128,19 @@ def _only_cards_issued_to(caller: Caller, service_id: str, items, now: datetime)
                            f"in the last {window:g} s, so no feedback was stored. Send feedback only with the uuid of "
                            "a card this service returned to you, to the feedback URL of the service that returned it.",
                            status=422, code="not-found")
+        _only_suggestions_of_the_card(state().store, item, index)
+
+
+def _only_suggestions_of_the_card(store, item, index: int) -> None:
+    """An accepted suggestion must be one the card offered: /report counts which suggestion
+    (x-ray first, CT instead of MRI...) clinicians take, and a made-up one would skew it."""
+    if not item.accepted_suggestions:
+        return
+    offered = set((store.decision(item.card) or {}).get("suggestion_uuids") or ())
+    if unknown := [s for s in item.accepted_suggestions if s not in offered]:
+        raise CdsError(f"feedback[{index}].acceptedSuggestions names {len(unknown)} suggestion(s) the card did not offer, "
+                       "so no feedback was stored. List only the uuid of a suggestion of that card "
+                       f"({len(offered)} offered).", status=422, code="not-found")
 
 
 def _service(service_id: str) -> dict:
