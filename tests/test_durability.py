@@ -91,8 +91,8 @@ class Load:
             self._note(issued, lambda: None)
             return
         card = issued.json()["cards"][0]["uuid"]
-        body = {"feedback": [{"card": card, "outcome": "accepted", "outcomeTimestamp": "2026-11-22T09:00:00Z",
-                              "acceptedSuggestions": [{"id": "s-1"}]}]}
+        body = {"feedback": [{"card": card, "outcome": "overridden", "outcomeTimestamp": "2026-11-22T09:00:00Z",
+                              "overrideReason": {"userComment": "seen"}}]}
         response = session.post(f"{self.base}{SELECT}/feedback", json=body, timeout=(2, 30))
         self._note(response, lambda: self.feedback.append(card))
 

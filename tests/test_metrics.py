@@ -106,9 +106,10 @@ def test_labels_are_route_templates_never_what_the_client_sent(client):
 def test_feedback_is_counted_by_service_and_outcome(client):
     cards = [client.post(SELECT, json=sample() | {"hookInstance": f"00000000-0000-4000-8000-00000000000{n}"})
              .get_json()["cards"][0]["uuid"] for n in range(3)]
+    offering = client.post(SELECT, json=sample("pacemaker-mri-contraindicated.json")).get_json()["cards"][0]
     body = {"feedback": [
-        {"card": cards[0], "outcome": "accepted", "outcomeTimestamp": "2026-11-22T10:00:00Z",
-         "acceptedSuggestions": [{"id": "s1"}]},
+        {"card": offering["uuid"], "outcome": "accepted", "outcomeTimestamp": "2026-11-22T10:00:00Z",
+         "acceptedSuggestions": [{"id": offering["suggestions"][0]["uuid"]}]},
         {"card": cards[1], "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:01:00Z",
          "overrideReason": {"userComment": "seen"}},
         {"card": cards[2], "outcome": "overridden", "outcomeTimestamp": "2026-11-22T10:02:00Z",
