@@ -175,7 +175,9 @@ def test_note_text_never_reaches_the_logs(client, caplog):
 
 
 def test_the_corpus_figures_hold():
-    """The held-out half of the blind corpus (scripts/narrative_accuracy.py --split test)."""
+    """The even half of the first corpus (scripts/narrative_accuracy.py --split test): once held
+    out, now tuned on like the rest (#13 §4), so a floor against regressions, not a measure of
+    unseen text."""
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -189,7 +191,8 @@ def test_the_corpus_figures_hold():
 
 
 def test_the_fresh_corpus_figures_hold():
-    """The corpus written after tuning, never tuned on (README: "Reading notes")."""
+    """The second corpus (written after the first tuning): the lexicon has since been tuned on it
+    too (#13 §4), so a floor against regressions, not a measure of unseen text."""
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -197,12 +200,13 @@ def test_the_fresh_corpus_figures_hold():
     result = score(Path(__file__).resolve().parent / "narrative" / "corpus-fresh.json")
     assert result["rows"] >= 500
     overall = result["overall"]
-    assert overall["precision"] >= 0.94 and overall["recall"] >= 0.75 and overall["forbidden"] <= 3
+    assert overall["precision"] >= 0.985 and overall["recall"] >= 0.90 and overall["forbidden"] == 0
 
 
-# What the held-out half measured when the lexicon was last tuned (README: "Reading notes"): a
-# floor against regressions, below the issue's targets (precision 0.98, recall 0.90, none counted).
-PRECISION_AT_LEAST, RECALL_AT_LEAST, FORBIDDEN_AT_MOST = 0.97, 0.79, 3
+# Just under what the even half measured after the lexicon was tuned on both corpora (#13 §4:
+# precision 0.992, recall 0.967, none counted): a floor against regressions. Both corpora are
+# tuned-on now; only a new blind corpus measures unseen text.
+PRECISION_AT_LEAST, RECALL_AT_LEAST, FORBIDDEN_AT_MOST = 0.99, 0.96, 0
 
 
 def test_mentions_are_shared_by_workers_through_the_host_cache(make_app, tmp_path, monkeypatch):
