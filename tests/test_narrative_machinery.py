@@ -143,3 +143,26 @@ def test_spans_written_in_words_date_the_onset(sentence, days):
     from datetime import date
     from cds_service.engine.narrative.durations import span_days
     assert span_days(sentence, sentence.lower().find("pain") if "pain" in sentence else 0, date(2026, 12, 3)) == days
+
+
+def test_the_gates_see_every_word_spacys_tokens_hold(reader):
+    """A gate that says no to a sentence the matcher would match loses the mention: every word of
+    every spaCy token must be among the words the gates see ("cannot" is "can" "not")."""
+    from cds_service.engine.narrative.lexicon import WORD
+    words = reader.pipeline.words
+    texts = corpus_rows() + ["Pt cannot lie flat; couldn't tolerate MRI, gonna need sedation. 10mg x2. Can not sit."]
+    missing = {(token.lower_, text) for text in texts for token in reader.pipeline.nlp.make_doc(text)
+               if not set(WORD.findall(token.lower_)) <= words(text.lower())}
+    assert not missing
+    assert {"can", "not", "cannot", "could", "mg"} <= words("pt cannot sit, couldn't walk, 10mg; can not stand")
+
+
+def test_a_pattern_needing_can_not_reads_cannot(tmp_path):
+    lexicon = json.loads((ROOT / "mappings" / "narrative.json").read_text(encoding="utf-8"))
+    concept = next(c for c in lexicon["concepts"] if c["id"] == "mri-not-possible")
+    concept["patterns"] = [[{"LOWER": "can"}, {"LOWER": "not"}, {"LOWER": "lie"}, {"LOWER": "flat"},
+                            {"LOWER": {"REGEX": "^(for|during)$"}}]]
+    path = tmp_path / "narrative.json"
+    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    found = {c.id for m, c, _ in load_reader(path).found("Pt cannot lie flat for the scanner.")}
+    assert "mri-not-possible" in found

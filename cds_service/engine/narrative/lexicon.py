@@ -55,6 +55,12 @@ class Lexicon:
         return any(all(not need.isdisjoint(words) for need in requirement)
                    for anchor in found for requirement in self.requirements[anchor])
 
+    @property
+    def words(self) -> frozenset[str]:
+        """Every word a rule's pre-filter check may look for."""
+        return frozenset(self.anchors).union(*(need for requirements in self.requirements.values()
+                                               for requirement in requirements for need in requirement))
+
     def target_rules(self):
         """medspaCy TargetRules for every phrase and pattern (imported here: spaCy is heavy)."""
         from medspacy.target_matcher import TargetRule

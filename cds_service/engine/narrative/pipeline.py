@@ -18,9 +18,10 @@ from bisect import bisect_right
 import warnings
 from dataclasses import dataclass
 
-from cds_service.engine.narrative.lexicon import WORD, Lexicon
+from cds_service.engine.narrative.lexicon import Lexicon
 from cds_service.engine.narrative.sections import Sections
 from cds_service.engine.narrative.targets import LOWER_TEXT, Targets
+from cds_service.engine.narrative.words import Words
 from cds_service.engine.narrative.sentences import Shortened
 
 FLAGS = ("negated", "family", "historical", "hypothetical", "uncertain")
@@ -65,6 +66,7 @@ class Pipeline:
         self.nlp = _build(lexicon)
         self.sections = Sections(self.nlp, lexicon.sections, lexicon.section_titles)
         self.is_section = self.sections.may_be_title
+        self.words = Words.of_tokenizer(self.nlp.tokenizer, lexicon.words)
 
     def mentions(self, shortened: Shortened) -> list[Mention]:
         """Every mention in ``shortened``, in original-text offsets."""
@@ -115,7 +117,7 @@ def _build(lexicon: Lexicon):
 
 
 MAX_VARIANTS = 500          # a target pattern spelled out as at most this many phrases
-MAX_CONTEXT_VARIANTS = 2000 # a ConText pattern: its token-matcher cost is paid on every token
+MAX_CONTEXT_VARIANTS = 20000  # a ConText pattern: its token-matcher cost is paid on every token
 
 
 def literal_variants(rule, kind, limit: int = MAX_VARIANTS) -> list:
@@ -168,7 +170,7 @@ def _words(token: dict) -> list[str] | None:
     if not isinstance(token, dict) or token.get("OP") not in (None, "?"):
         return None
     spec = {k: v for k, v in token.items() if k != "OP" and not (k == "IS_SPACE" and v is False)}
-    if set(spec) == {"TEXT"} and isinstance(spec["TEXT"], str) and spec["TEXT"].lower() == spec["TEXT"].upper():
+    if set(spec) == {"TEXT"} and _caseless(spec["TEXT"]):
         spec = {"LOWER": spec["TEXT"]}
     if set(spec) != {"LOWER"}:
         return None
@@ -177,6 +179,12 @@ def _words(token: dict) -> list[str] | None:
     if not words or not all(isinstance(w, str) for w in words):
         return None
     return [w.lower() for w in words] + ([""] if token.get("OP") == "?" else [])
+
+
+def _caseless(value) -> bool:
+    """A TEXT test that lower case cannot change: a string, or an IN list of strings, without letters."""
+    values = value.get("IN") if isinstance(value, dict) and set(value) == {"IN"} else [value]
+    return isinstance(values, list) and all(isinstance(v, str) and v.lower() == v.upper() for v in values)
 
 
 _FIELDS = {"TargetRule": ("literal", "category", "attributes", "metadata"),

@@ -85,7 +85,7 @@ class NarrativeReader:
         found, new = {}, []
         for (key, text), cached in zip(unread.items(), shared):
             if cached is None:
-                shortened = shorten(text, self.lexicon, self.pipeline.is_section)
+                shortened = shorten(text, self.lexicon, self.pipeline.is_section, self.pipeline.words)
                 cached = [m.to_list() for m in self.pipeline.mentions(shortened)] if shortened else []
                 new.append((key, cached))
             found[key] = cached
@@ -105,7 +105,7 @@ class NarrativeReader:
         if found is None:
             found = cache.get(key) if cache is not None else None
             if found is None:
-                shortened = shorten(text, self.lexicon, self.pipeline.is_section)
+                shortened = shorten(text, self.lexicon, self.pipeline.is_section, self.pipeline.words)
                 found = [m.to_list() for m in self.pipeline.mentions(shortened)] if shortened else []
                 if cache is not None:
                     cache.put(key, found)

@@ -52,16 +52,18 @@ def spans(text: str) -> list[tuple[int, int]]:
     return [(s, e) for s, e in found if text[s:e].strip()]
 
 
-def shorten(text: str, lexicon, is_section: Callable[[str], bool] = lambda header: True) -> Shortened | None:
+def shorten(text: str, lexicon, is_section: Callable[[str], bool] = lambda header: True,
+            words: Callable[[str], set[str]] = lambda text: set(WORD.findall(text))) -> Shortened | None:
     """The sentences the lexicon may match and the headers before them; None when there is none.
 
     ``is_section`` says whether a header may name a section the sectionizer knows (it must
-    never say no to one): other headers ("Vital signs reviewed:") are left out."""
+    never say no to one): other headers ("Vital signs reviewed:") are left out.  ``words`` gives
+    a sentence's word set (:class:`.words.Words`: also the pieces spaCy cuts words into)."""
     pieces: list[tuple[int, int]] = []
     hit = False
     lower = text.lower()
     for start, end in spans(text):
-        if lexicon.may_mention(set(WORD.findall(lower[start:end]))):
+        if lexicon.may_mention(words(lower[start:end])):
             pieces.append((start, end))
             hit = True
         elif (header := HEADER.match(text, start, end)) is not None:
