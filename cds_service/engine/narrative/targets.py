@@ -8,6 +8,7 @@ sentences that hold what it needs (:class:`GatedPatterns`).
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 
 from cds_service.engine.narrative.words import Words
 
@@ -54,32 +55,59 @@ class GatedPatterns:
         from cds_service.engine.narrative.lexicon import pattern_needs, rarest
         self.words = words or Words()
         self.entries = []
+        self.anchors: list[frozenset[str]] = []
         self.by_word: dict[str, list[int]] = {}     # a word of each pattern's rarest required token
         for n, rule in enumerate(rules):
             matcher = Matcher(vocab)
             matcher.add(rule.category, [rule.pattern])
             needs = pattern_needs(rule.pattern)
             self.entries.append((needs, text_needs(rule.pattern), matcher))
+            self.anchors.append(rarest(needs))
             for word in rarest(needs):
                 self.by_word.setdefault(word, []).append(n)
         self.ungated = [n for n, (needs, _, _) in enumerate(self.entries) if not needs]
+        self.piece = {joined: first for (first, _), joined in self.words.joins.items()}
 
     def spans(self, doc) -> list:
-        """Matches of the patterns whose required words a sentence holds.  (The sentence's words
-        come from slices of the lower-cased text: ``Span.text`` visits every token.)"""
+        """Matches of the patterns whose gates a sentence passes.  The note is checked first:
+        only patterns it could match are tried, and only on the sentences holding (as text) a
+        word of their rarest required token.  (Sentences are read as slices of the lower-cased
+        text: ``Span.text`` visits every token.)"""
         lower = doc.user_data.get(LOWER_TEXT) or doc.text.lower()
-        if not self.ungated and self.by_word.keys().isdisjoint(self.words(lower)):
+        candidates = self._candidates(self.words(lower), lower)
+        if not candidates:
             return []
+        sentences = list(doc.sents)
         found = []
-        for sentence in doc.sents:
+        for index in self._holding(candidates, lower, sentences):
+            sentence = sentences[index]
             text = lower[sentence.start_char:sentence.end_char]
             words = self.words(text)
-            candidates = {n for word in words.intersection(self.by_word) for n in self.by_word[word]}
-            for n in sorted(candidates.union(self.ungated)):
-                needs, expressions, matcher = self.entries[n]
-                if all(not need.isdisjoint(words) for need in needs) and all(e.search(text) for e in expressions):
-                    found.extend(matcher(sentence, as_spans=True))
+            for n in self._candidates(words, text, candidates):
+                found.extend(self.entries[n][2](sentence, as_spans=True))
         return found
+
+    def _candidates(self, words: set[str], text: str, among=None) -> list[int]:
+        """The patterns whose required words and expressions ``text`` (with ``words``) holds."""
+        anchored = {n for word in words.intersection(self.by_word) for n in self.by_word[word]}
+        return [n for n in sorted(anchored.union(self.ungated)) if (among is None or n in among)
+                and all(not need.isdisjoint(words) for need in self.entries[n][0])
+                and all(e.search(text) for e in self.entries[n][1])]
+
+    def _holding(self, candidates: list[int], lower: str, sentences) -> list[int]:
+        """Indexes of the sentences that hold an anchor word of a candidate as text (a superset:
+        ``str.find`` sees "can" in "cannot"; a word the gates see only joined, "can not" read as
+        "cannot", is looked for by its first piece)."""
+        if any(n in self.ungated for n in candidates):
+            return list(range(len(sentences)))
+        starts = [sentence.start_char for sentence in sentences]
+        found: set[int] = set()
+        for word in {self.piece.get(w, w) for n in candidates for w in self.anchors[n]}:
+            at = lower.find(word)
+            while at != -1:
+                found.add(bisect_right(starts, at) - 1)
+                at = lower.find(word, at + 1)
+        return sorted(i for i in found if i >= 0)
 
 
 ANCHORED = re.compile(r"\^([^^$|]*)\$")
