@@ -117,7 +117,7 @@ def _build(lexicon: Lexicon):
 
 
 MAX_VARIANTS = 500          # a target pattern spelled out as at most this many phrases
-MAX_CONTEXT_VARIANTS = 20000  # a ConText pattern: its token-matcher cost is paid on every token
+MAX_CONTEXT_VARIANTS = 2000   # a ConText pattern: its token-matcher cost is paid on every token
 
 
 def literal_variants(rule, kind, limit: int = MAX_VARIANTS) -> list:
