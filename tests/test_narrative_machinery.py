@@ -166,3 +166,27 @@ def test_a_pattern_needing_can_not_reads_cannot(tmp_path):
     path.write_text(json.dumps(lexicon), encoding="utf-8")
     found = {c.id for m, c, _ in load_reader(path).found("Pt cannot lie flat for the scanner.")}
     assert "mri-not-possible" in found
+
+
+def test_a_terminator_can_end_some_scopes_and_not_others(tmp_path):
+    """medspaCy's TERMINATE ends every scope: "reported" ended the family scope of "Mother" too."""
+    lexicon = json.loads((ROOT / "mappings" / "narrative.json").read_text(encoding="utf-8"))
+    lexicon["context_rules"] = [r for r in lexicon["context_rules"] if r.get("literal") != "reports"] + [
+        {"literal": "reports", "category": "NEGATED_EXISTENCE", "direction": "TERMINATE",
+         "pattern": [{"LOWER": {"IN": ["reports", "reported", "endorses"]}}]}]
+    path = tmp_path / "narrative.json"
+    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    said = lambda reader, text: {(c.id, m.counts) for m, c, _ in reader.found(text)}    # noqa: E731
+    ending_all = load_reader(path)
+    assert ("osteoporosis", True) in said(ending_all, "Mother reported to have osteoporosis.")
+    lexicon["context_rules"][-1]["terminates"] = ["NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE", "HYPOTHETICAL", "HISTORICAL"]
+    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    selective = load_reader(path)
+    assert ("osteoporosis", False) in said(selective, "Mother reported to have osteoporosis.")
+    assert said(selective, "Denies fever, reports chills.") == {("fever", False), ("chills", True)}
+    lexicon["context_rules"][-1]["terminates"] = ["FAMILY", "OTHER"]
+    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    from cds_service.engine.narrative.lexicon import load_lexicon
+    from cds_service.errors import CdsConfigError
+    with pytest.raises(CdsConfigError, match="terminates"):
+        load_lexicon(path)

@@ -20,6 +20,7 @@ NOTED = "noted:"
 """ClinicalItem.valuesets tag of a ``documented`` leaf answered by the narrative: ``NOTED + linkId``."""
 
 WORD = re.compile(r"[a-z0-9]+")
+CONTEXT_CATEGORIES = frozenset({"NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE", "HYPOTHETICAL", "HISTORICAL", "FAMILY"})
 REGIONS = ("cervical", "thoracic", "lumbar")
 
 
@@ -96,6 +97,11 @@ def load_lexicon(path: Path) -> Lexicon:
     sections = data.get("sections", {})
     if set(sections) - {"family", "historical", "hypothetical"}:
         raise CdsConfigError(f"{path}: sections may only mean family, historical or hypothetical")
+    for rule in data.get("context_rules", []):
+        ends = rule.get("terminates") if isinstance(rule, dict) else None
+        if ends is not None and not (isinstance(ends, list) and ends and set(ends) <= CONTEXT_CATEGORIES):
+            raise CdsConfigError(f"{path}: context rule {rule.get('literal')!r}: terminates must list categories of "
+                                 f"{', '.join(sorted(CONTEXT_CATEGORIES))}")
     titles = data.get("section_titles", {})
     if not isinstance(titles, dict) or not all(isinstance(k, str) and isinstance(v, list) and v and
                                                all(isinstance(t, str) and t.strip() for t in v) for k, v in titles.items()):

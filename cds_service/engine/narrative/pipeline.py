@@ -111,9 +111,32 @@ def _build(lexicon: Lexicon):
         Language.component(name, func=Targets(nlp, targets))
     nlp.add_pipe(name)
     context = nlp.add_pipe("medspacy_context", config={"rules": None})
-    context.add(spelled_out(ConTextRule.from_json(_default_context_rules()),
-                            [ConTextRule(**rule) for rule in lexicon.context_rules], ConTextRule))
+    defaults = ConTextRule.from_json(_default_context_rules())
+    context.add(spelled_out(defaults, selective_terminators(defaults, lexicon.context_rules, ConTextRule), ConTextRule))
     return nlp
+
+
+def selective_terminators(defaults, raw_rules: list[dict], kind) -> list:
+    """The lexicon's ConText rules; one with ``terminates`` (a list of categories) ends the scope
+    of those categories only.
+
+    medspaCy's TERMINATE ends every scope: "reports" rightly ends the negation in "denies fever,
+    reports chills", but also the family scope in "Mother reported to have osteoporosis".  So such
+    a rule becomes a PSEUDO rule (it modifies nothing) of its own category, which every default
+    and lexicon rule of the listed categories names in ``terminated_by``."""
+    rules, selective = [], {}
+    for raw in raw_rules:
+        raw = dict(raw)
+        if terminates := raw.pop("terminates", None):
+            name = "ENDS_" + "_".join(sorted(terminates))
+            raw.update(category=name, direction="PSEUDO")
+            selective[name] = set(terminates)
+        rules.append(kind(**raw))
+    for rule in (*defaults, *rules):
+        ended_by = {name for name, categories in selective.items() if rule.category.upper() in categories}
+        if ended_by:
+            rule.terminated_by = set(rule.terminated_by) | ended_by
+    return rules
 
 
 MAX_VARIANTS = 500          # a target pattern spelled out as at most this many phrases
