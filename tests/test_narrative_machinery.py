@@ -33,8 +33,12 @@ def charts(rows: list[str]) -> list[str]:
 
 
 def test_sections_give_the_flags_medspacys_sectionizer_gives(reader):
+    from medspacy.section_detection import SectionRule
     pipeline = reader.pipeline
-    pipeline.nlp.add_pipe("medspacy_sectionizer", name="reference_sectionizer")
+    reference = pipeline.nlp.add_pipe("medspacy_sectionizer", name="reference_sectionizer")
+    known = {rule.literal.lower() for rule in reference.rules}
+    reference.add([SectionRule(title, category) for category, titles in reader.lexicon.section_titles.items()
+                   for title in titles if title.lower() not in known])      # as Sections adds them
     try:
         compared, in_flagged_section = compare_with_sectionizer(reader)
     finally:
@@ -190,3 +194,13 @@ def test_a_terminator_can_end_some_scopes_and_not_others(tmp_path):
     from cds_service.errors import CdsConfigError
     with pytest.raises(CdsConfigError, match="terminates"):
         load_lexicon(path)
+
+
+def test_an_abbreviations_period_does_not_end_the_sentence(reader):
+    """A conditional before "e.g." governs what follows it: split there, the finding counted."""
+    from cds_service.engine.narrative.sentences import spans
+    text = "Return to the ED if new symptoms, e.g. saddle anesthesia or incontinence. Pain approx. 3 wks."
+    assert len(spans(text)) == 2
+    said = {(c.id, m.counts) for m, c, _ in reader.found(text)}
+    assert ("saddle-anesthesia", False) in said and ("saddle-anesthesia", True) not in said
+    assert [s.text for s in reader.pipeline.nlp("Options incl. PT and meds. Next.").sents][0] == "Options incl. PT and meds."

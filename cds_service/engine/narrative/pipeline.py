@@ -22,7 +22,7 @@ from cds_service.engine.narrative.lexicon import Lexicon
 from cds_service.engine.narrative.sections import Sections
 from cds_service.engine.narrative.targets import LOWER_TEXT, Targets
 from cds_service.engine.narrative.words import Words
-from cds_service.engine.narrative.sentences import Shortened
+from cds_service.engine.narrative.sentences import ABBREVIATIONS, Shortened
 
 FLAGS = ("negated", "family", "historical", "hypothetical", "uncertain")
 
@@ -95,6 +95,7 @@ class Pipeline:
 def _build(lexicon: Lexicon):
     _quiet()
     import spacy
+    from spacy.attrs import ORTH
     from spacy.language import Language
     from medspacy.context import ConTextRule
 
@@ -103,6 +104,9 @@ def _build(lexicon: Lexicon):
     from medspacy.target_matcher import TargetRule
 
     nlp = spacy.blank("en")
+    for abbreviation in ABBREVIATIONS:       # one token, so the sentencizer does not end a sentence there
+        for form in {abbreviation, abbreviation.capitalize(), abbreviation.upper()}:
+            nlp.tokenizer.add_special_case(form, [{ORTH: form}])
     nlp.add_pipe("sentencizer")
     nlp.add_pipe("spine_cds_line_breaks")
     targets = [variant for rule in lexicon.target_rules() for variant in literal_variants(rule, TargetRule)]

@@ -18,10 +18,14 @@ from typing import Callable
 
 from cds_service.engine.narrative.lexicon import WORD
 
-BOUNDARY = re.compile(r"(?<=[.!])\s+|(?<=\w\?)\s+|\n(?![ \t]*[a-z])")
-"""A sentence ends at . ! or a question mark after a word ("worse?") followed by space, and at a
-line break unless the next line carries on in lower case (a wrapped line).  A question mark
-before a word ("? cauda equina") is a clinician's doubt about what follows, not an ending."""
+ABBREVIATIONS = ("e.g.", "i.e.", "vs.", "incl.", "approx.", "esp.", "cf.")
+"""Abbreviations that end in a period inside a sentence: "return if new sx, e.g. incontinence"."""
+BOUNDARY = re.compile(r"(?<=[.!])" + "".join(rf"(?<!\b(?i:{re.escape(a)}))" for a in ABBREVIATIONS)
+                      + r"\s+|(?<=\w\?)\s+|\n(?![ \t]*[a-z])")
+"""A sentence ends at . ! (not an abbreviation's period) or a question mark after a word
+("worse?") followed by space, and at a line break unless the next line carries on in lower case
+(a wrapped line).  A question mark before a word ("? cauda equina") is a clinician's doubt about
+what follows, not an ending."""
 HEADER = re.compile(r"\s*([A-Za-z][A-Za-z0-9 /&(),'-]{1,48}:)")
 """A section header at the start of a line or sentence: "PMH:", "Assessment/Plan:"."""
 BARE_HEADER = re.compile(r"\s*[A-Z][A-Za-z /&-]{2,40}\s*$")
