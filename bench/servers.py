@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import re
 import socket
 import subprocess
 import sys
@@ -50,17 +51,20 @@ class ServerConfig:
 
     @staticmethod
     def parse(spec: str) -> ServerConfig:
-        """``conf`` | ``sync:<workers>`` | ``gevent:<workers>`` (needs ``pip install gevent``; not a
+        """``conf`` | ``conf:<workers>x<threads>`` (the production file, other sizes) | ``sync:<workers>`` | ``gevent:<workers>`` (needs ``pip install gevent``; not a
         dependency) | ``gthread:<workers>x<threads>`` (plain gthread, as before issue #14 finding 3)."""
         if spec == "conf":
             return ServerConfig("conf (docker/gunicorn.conf.py)", ())
         kind, _, size = spec.partition(":")
+        if kind == "conf" and (shape := re.fullmatch(r"(\d+)x(\d+)", size)):
+            return ServerConfig(f"conf, {shape[1]} workers x {shape[2]} threads",
+                                ("--workers", shape[1], "--threads", shape[2]))
         if kind in ("sync", "gevent") and size.isdigit():
             return ServerConfig(spec, ("--worker-class", kind, "--workers", size))
         workers, _, threads = size.partition("x")
         if kind == "gthread" and workers.isdigit() and threads.isdigit():
             return ServerConfig(spec, ("--worker-class", "gthread", "--workers", workers, "--threads", threads))
-        raise SystemExit(f"--configs: {spec!r} is not conf, sync:<workers>, gevent:<workers> or gthread:<workers>x<threads>")
+        raise SystemExit(f"--configs: {spec!r} is not conf, conf:<workers>x<threads>, sync:<workers>, gevent:<workers> or gthread:<workers>x<threads>")
 
 
 def free_port() -> int:
