@@ -204,3 +204,18 @@ def test_an_abbreviations_period_does_not_end_the_sentence(reader):
     said = {(c.id, m.counts) for m, c, _ in reader.found(text)}
     assert ("saddle-anesthesia", False) in said and ("saddle-anesthesia", True) not in said
     assert [s.text for s in reader.pipeline.nlp("Options incl. PT and meds. Next.").sents][0] == "Options incl. PT and meds."
+
+
+def test_one_phrase_can_be_several_concepts(reader, tmp_path):
+    """A span holds one entity, so "spastic gait" (a gait) was never also spasticity."""
+    said = {(c.id, m.counts) for m, c, _ in reader.found("Spastic gait with scissoring.")}
+    assert {("gait-abnormality", True), ("spasticity", True), ("upper-motor-neuron-signs", True)} <= said
+    lexicon = json.loads((ROOT / "mappings" / "narrative.json").read_text(encoding="utf-8"))
+    gait = next(c for c in lexicon["concepts"] if c["id"] == "gait-abnormality")
+    gait["phrase_implies"] = {"a phrase it does not list": ["spasticity"]}
+    path = tmp_path / "narrative.json"
+    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    from cds_service.engine.narrative.lexicon import load_lexicon
+    from cds_service.errors import CdsConfigError
+    with pytest.raises(CdsConfigError, match="phrase_implies"):
+        load_lexicon(path)

@@ -35,6 +35,7 @@ class Concept:
     patterns: tuple[tuple[dict, ...], ...]
     context_words: frozenset[str]   # if set, the sentence must also contain one of these words
     implies: tuple[str, ...] = ()   # concepts a mention of this one also is (foot drop: leg weakness)
+    phrase_implies: dict[str, tuple[str, ...]] = field(default_factory=dict)  # one phrase's own ("spastic gait": spasticity)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def load_lexicon(path: Path) -> Lexicon:
             raise CdsConfigError(f"{path}: concept {concept.id!r} is defined twice")
         concepts[concept.id] = concept
     for concept in concepts.values():
-        unknown = [c for c in concept.implies if c not in concepts or c == concept.id]
+        unknown = [c for c in (*concept.implies, *(c for cs in concept.phrase_implies.values() for c in cs))
+                   if c not in concepts or c == concept.id]
         if unknown:
             raise CdsConfigError(f"{path}: concept {concept.id!r} implies unknown concepts {unknown}")
     region_words = {w.lower(): region for region, words in data.get("region_words", {}).items() for w in words}
@@ -127,7 +129,21 @@ def _concept(path: Path, entry: dict) -> Concept:
                                  "(the pre-filter looks for its words)")
     return Concept(cid, entry["label"], tags, documented, entry.get("region"),
                    tuple(p.lower() for p in entry.get("phrases", ())), patterns,
-                   frozenset(w.lower() for w in entry.get("context_words", ())), tuple(entry.get("implies", ())))
+                   frozenset(w.lower() for w in entry.get("context_words", ())), tuple(entry.get("implies", ())),
+                   _phrase_implies(path, cid, entry))
+
+
+def _phrase_implies(path: Path, cid: str, entry: dict) -> dict[str, tuple[str, ...]]:
+    """``phrase_implies``: a phrase of the concept that is also other concepts ("spastic gait" is
+    spasticity too), keyed by its words so a match is found whatever its spacing or case."""
+    raw = entry.get("phrase_implies", {})
+    phrases = {" ".join(WORD.findall(p.lower())) for p in entry.get("phrases", ())}
+    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+        raise CdsConfigError(f"{path}: concept {cid!r}: phrase_implies must map a phrase to a list of concepts")
+    keyed = {" ".join(WORD.findall(phrase.lower())): tuple(concepts) for phrase, concepts in raw.items()}
+    if missing := sorted(set(keyed) - phrases):
+        raise CdsConfigError(f"{path}: concept {cid!r}: phrase_implies names phrases it does not list: {missing}")
+    return keyed
 
 
 def _requirements(concepts) -> dict[str, list[tuple[frozenset[str], ...]]]:

@@ -131,9 +131,19 @@ class NarrativeReader:
             regions, words = named[span]
             if concept.context_words and not concept.context_words.intersection(words):
                 continue
-            for meant in (concept, *(self.lexicon.concepts[c] for c in concept.implies)):
+            for meant in self._meant(concept, text[mention.start:mention.end]):
                 found.append((mention, meant, frozenset({meant.region} if meant.region else regions)))
         return found
+
+    def _meant(self, concept: Concept, matched: str) -> list[Concept]:
+        """The concept, what it implies, and what the matched phrase itself also is (with what
+        that implies): "spastic gait" is gait, spasticity and so upper motor neuron signs."""
+        concepts = self.lexicon.concepts
+        extra = concept.phrase_implies.get(" ".join(WORD.findall(matched.lower())), ()) if concept.phrase_implies else ()
+        meant = [concept, *(concepts[c] for c in concept.implies)]
+        for other in extra:
+            meant += [concepts[other], *(concepts[c] for c in concepts[other].implies)]
+        return list({c.id: c for c in meant}.values())
 
     def _items(self, text: NoteText, key: str, cache: MentionCache | None) -> tuple[ClinicalItem, ...]:
         """One item per concept, date, region and status in a note: a note that says "back pain"
