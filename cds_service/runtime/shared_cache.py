@@ -48,6 +48,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,12 +143,8 @@ class SharedCache:
     def _get_many(self, keys: list[str]) -> list[bytes | None]:
         raise NotImplementedError
 
-    def _put(self, key: str, data: bytes, ttl_s: float) -> None:
-        raise NotImplementedError
-
     def _put_many(self, items: list[tuple[str, bytes]], ttl_s: float) -> None:
-        for key, data in items:
-            self._put(key, data, ttl_s)
+        raise NotImplementedError
 
     # -- outages -----------------------------------------------------------------------------
 
@@ -200,9 +197,10 @@ class InProcessCache(SharedCache):
         with self._entries_lock:
             return [entry[0] if (entry := self._entries.get(key)) else None for key in keys]
 
-    def _put(self, key: str, data: bytes, ttl_s: float) -> None:
+    def _put_many(self, items: list[tuple[str, bytes]], ttl_s: float) -> None:
         with self._entries_lock:
-            self._entries[key] = (data, ttl_s)
+            for key, data in items:
+                self._entries[key] = (data, ttl_s)
 
     def close(self) -> None:
         with self._entries_lock:
@@ -250,13 +248,9 @@ class DiskCache(SharedCache):
     def _get_many(self, keys: list[str]) -> list[bytes | None]:
         return [self._cache.get(key, retry=False) for key in keys]
 
-    def _put(self, key: str, data: bytes, ttl_s: float) -> None:
-        self._cache.set(key, data, expire=ttl_s, retry=False)
-
     def _put_many(self, items: list[tuple[str, bytes]], ttl_s: float) -> None:
-        if len(items) == 1:
-            return self._put(*items[0], ttl_s)
-        with self._cache.transact(retry=False):
+        """One transaction for several values (each ``set`` alone is its own commit)."""
+        with self._cache.transact(retry=False) if len(items) > 1 else nullcontext():
             for key, data in items:
                 self._cache.set(key, data, expire=ttl_s, retry=False)
 
@@ -299,9 +293,6 @@ class RedisCache(SharedCache):
     def _get_many(self, keys: list[str]) -> list[bytes | None]:
         """One MGET for all keys: one round trip per hook call, whatever the number of keys."""
         return self._client.mget([KEY_PREFIX + key for key in keys])
-
-    def _put(self, key: str, data: bytes, ttl_s: float) -> None:
-        self._client.set(KEY_PREFIX + key, data, px=max(1, round(ttl_s * 1000)))
 
     def _put_many(self, items: list[tuple[str, bytes]], ttl_s: float) -> None:
         pipe = self._client.pipeline(transaction=False)
