@@ -14,15 +14,15 @@ Built once per process and worker (about half a second), at start-up.
 from __future__ import annotations
 
 import logging
-from bisect import bisect_right
 import warnings
+from bisect import bisect_right
 from dataclasses import dataclass
 
 from cds_service.engine.narrative.lexicon import Lexicon
 from cds_service.engine.narrative.sections import Sections
 from cds_service.engine.narrative.targets import LOWER_TEXT, Targets
-from cds_service.engine.narrative.words import Words
 from cds_service.engine.narrative.sentences import ABBREVIATIONS, Shortened
+from cds_service.engine.narrative.words import Words
 
 FLAGS = ("negated", "family", "historical", "hypothetical", "uncertain")
 
@@ -63,10 +63,9 @@ class Pipeline:
 
     def __init__(self, lexicon: Lexicon):
         self.lexicon = lexicon
-        self.nlp = _build(lexicon)
+        self.nlp, self.words = _build(lexicon)
         self.sections = Sections(self.nlp, lexicon.sections, lexicon.section_titles)
         self.is_section = self.sections.may_be_title
-        self.words = Words.of_tokenizer(self.nlp.tokenizer, lexicon.words)
 
     def mentions(self, shortened: Shortened) -> list[Mention]:
         """Every mention in ``shortened``, in original-text offsets."""
@@ -92,7 +91,9 @@ class Pipeline:
         return found
 
 
-def _build(lexicon: Lexicon):
+def _build(lexicon: Lexicon) -> tuple:
+    """The spaCy pipeline, and the word reader its tokenizer implies (for the pre-filter and the
+    pattern gates alike)."""
     _quiet()
     import spacy
     from spacy.attrs import ORTH
@@ -107,17 +108,18 @@ def _build(lexicon: Lexicon):
     for abbreviation in ABBREVIATIONS:       # one token, so the sentencizer does not end a sentence there
         for form in {abbreviation, abbreviation.capitalize(), abbreviation.upper()}:
             nlp.tokenizer.add_special_case(form, [{ORTH: form}])
+    words = Words.of_tokenizer(nlp.tokenizer, lexicon.words)
     nlp.add_pipe("sentencizer")
     nlp.add_pipe("spine_cds_line_breaks")
     targets = [variant for rule in lexicon.target_rules() for variant in literal_variants(rule, TargetRule)]
     name = f"spine_cds_targets_{lexicon.digest}"
     if name not in Language.factories:
-        Language.component(name, func=Targets(nlp, targets))
+        Language.component(name, func=Targets(nlp, targets, words))
     nlp.add_pipe(name)
     context = nlp.add_pipe("medspacy_context", config={"rules": None})
     defaults = ConTextRule.from_json(_default_context_rules())
     context.add(spelled_out(defaults, selective_terminators(defaults, lexicon.context_rules, ConTextRule), ConTextRule))
-    return nlp
+    return nlp, words
 
 
 def selective_terminators(defaults, raw_rules: list[dict], kind) -> list:

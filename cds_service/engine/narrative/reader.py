@@ -85,14 +85,18 @@ class NarrativeReader:
         found, new = {}, []
         for (key, text), cached in zip(unread.items(), shared):
             if cached is None:
-                shortened = shorten(text, self.lexicon, self.pipeline.is_section, self.pipeline.words)
-                cached = [m.to_list() for m in self.pipeline.mentions(shortened)] if shortened else []
+                cached = self._read(text)
                 new.append((key, cached))
             found[key] = cached
         if new and cache is not None:
             cache.put_many(new)
         with self._lock:
             self._local.update(found)
+
+    def _read(self, text: str) -> list[list]:
+        """The mentions of ``text`` through the pre-filter and the pipeline, as cached (lists)."""
+        shortened = shorten(text, self.lexicon, self.pipeline.is_section, self.pipeline.words)
+        return [m.to_list() for m in self.pipeline.mentions(shortened)] if shortened else []
 
     def _key(self, text: str) -> str:
         return hashlib.sha256(f"{self.lexicon.digest}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
@@ -105,8 +109,7 @@ class NarrativeReader:
         if found is None:
             found = cache.get(key) if cache is not None else None
             if found is None:
-                shortened = shorten(text, self.lexicon, self.pipeline.is_section, self.pipeline.words)
-                found = [m.to_list() for m in self.pipeline.mentions(shortened)] if shortened else []
+                found = self._read(text)
                 if cache is not None:
                     cache.put(key, found)
             with self._lock:

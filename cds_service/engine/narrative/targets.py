@@ -27,12 +27,11 @@ class Targets:
     Here it returns its spans (``result_type=None``) and they join the pattern matches in one
     assignment, the longest span winning an overlap as in medspaCy (its matches never overlap)."""
 
-    def __init__(self, nlp, rules):
+    def __init__(self, nlp, rules, words: Words):
         from medspacy.target_matcher import TargetMatcher
         self.phrases = TargetMatcher(nlp, result_type=None)
         self.phrases.add([rule for rule in rules if rule.pattern is None])
-        self.patterns = GatedPatterns(nlp.vocab, [rule for rule in rules if rule.pattern is not None],
-                                      Words.of_tokenizer(nlp.tokenizer, _needed(rules)))
+        self.patterns = GatedPatterns(nlp.vocab, [rule for rule in rules if rule.pattern is not None], words)
 
     def __call__(self, doc):
         from spacy.util import filter_spans
@@ -127,7 +126,3 @@ def text_needs(pattern) -> tuple[re.Pattern, ...]:
             found.append(re.compile(whole.group(1)))
     return tuple(found)
 
-
-def _needed(rules) -> frozenset[str]:
-    from cds_service.engine.narrative.lexicon import pattern_needs
-    return frozenset().union(*(need for rule in rules if rule.pattern is not None for need in pattern_needs(rule.pattern)))
