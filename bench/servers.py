@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -51,8 +51,9 @@ class ServerConfig:
 
     @staticmethod
     def parse(spec: str) -> ServerConfig:
-        """``conf`` | ``conf:<workers>x<threads>`` (the production file, other sizes) | ``sync:<workers>`` | ``gevent:<workers>`` (needs ``pip install gevent``; not a
-        dependency) | ``gthread:<workers>x<threads>`` (plain gthread, as before issue #14 finding 3)."""
+        """``conf`` | ``conf:<workers>x<threads>`` (the production file, other sizes) |
+        ``sync:<workers>`` | ``gevent:<workers>`` (needs ``pip install gevent``; not a dependency) |
+        ``gthread:<workers>x<threads>`` (plain gthread, as before issue #14 finding 3)."""
         if spec == "conf":
             return ServerConfig("conf (docker/gunicorn.conf.py)", ())
         kind, _, size = spec.partition(":")

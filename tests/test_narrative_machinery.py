@@ -20,6 +20,18 @@ def reader():
     return load_reader(ROOT / "mappings" / "narrative.json")
 
 
+def shipped_lexicon() -> dict:
+    """The shipped lexicon as data, for a test to change one thing in it."""
+    return json.loads((ROOT / "mappings" / "narrative.json").read_text(encoding="utf-8"))
+
+
+def written(folder: Path, lexicon: dict) -> Path:
+    """``lexicon`` saved as ``folder``/narrative.json (the reader is cached by path and content)."""
+    path = folder / "narrative.json"
+    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    return path
+
+
 def corpus_rows() -> list[str]:
     return [row["text"] for path in CORPORA for row in json.loads(path.read_text(encoding="utf-8"))["rows"]]
 
@@ -100,14 +112,13 @@ def test_line_breaks_end_sentences_and_a_leading_question_mark_does_not(reader):
 
 
 def test_section_titles_of_the_lexicon_join_medspacys(tmp_path):
-    lexicon = json.loads((ROOT / "mappings" / "narrative.json").read_text(encoding="utf-8"))
+    lexicon = shipped_lexicon()
     text = "HPI: low back pain x 2 wks.\nFamHx:\nOsteoporosis.\nPlan: PT."
     lexicon["section_titles"] = {}
-    path = tmp_path / "narrative.json"
-    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    path = written(tmp_path, lexicon)
     before = {(c.id, m.family) for m, c, _ in load_reader(path).found(text)}
     lexicon["section_titles"] = {"family_history": ["FamHx:"]}
-    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    written(tmp_path, lexicon)
     after = {(c.id, m.family) for m, c, _ in load_reader(path).found(text)}
     assert ("osteoporosis", False) in before and ("osteoporosis", True) in after
     assert ("low-back-pain", False) in after            # the section ends at the next title
@@ -116,10 +127,9 @@ def test_section_titles_of_the_lexicon_join_medspacys(tmp_path):
 def test_a_malformed_section_titles_entry_is_refused(tmp_path):
     from cds_service.engine.narrative.lexicon import load_lexicon
     from cds_service.errors import CdsConfigError
-    lexicon = json.loads((ROOT / "mappings" / "narrative.json").read_text(encoding="utf-8"))
+    lexicon = shipped_lexicon()
     lexicon["section_titles"] = {"family_history": "FHx:"}
-    path = tmp_path / "narrative.json"
-    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    path = written(tmp_path, lexicon)
     with pytest.raises(CdsConfigError, match="section_titles"):
         load_lexicon(path)
 
@@ -162,34 +172,32 @@ def test_the_gates_see_every_word_spacys_tokens_hold(reader):
 
 
 def test_a_pattern_needing_can_not_reads_cannot(tmp_path):
-    lexicon = json.loads((ROOT / "mappings" / "narrative.json").read_text(encoding="utf-8"))
+    lexicon = shipped_lexicon()
     concept = next(c for c in lexicon["concepts"] if c["id"] == "mri-not-possible")
     concept["patterns"] = [[{"LOWER": "can"}, {"LOWER": "not"}, {"LOWER": "lie"}, {"LOWER": "flat"},
                             {"LOWER": {"REGEX": "^(for|during)$"}}]]
-    path = tmp_path / "narrative.json"
-    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    path = written(tmp_path, lexicon)
     found = {c.id for m, c, _ in load_reader(path).found("Pt cannot lie flat for the scanner.")}
     assert "mri-not-possible" in found
 
 
 def test_a_terminator_can_end_some_scopes_and_not_others(tmp_path):
     """medspaCy's TERMINATE ends every scope: "reported" ended the family scope of "Mother" too."""
-    lexicon = json.loads((ROOT / "mappings" / "narrative.json").read_text(encoding="utf-8"))
+    lexicon = shipped_lexicon()
     lexicon["context_rules"] = [r for r in lexicon["context_rules"] if r.get("literal") != "reports"] + [
         {"literal": "reports", "category": "NEGATED_EXISTENCE", "direction": "TERMINATE",
          "pattern": [{"LOWER": {"IN": ["reports", "reported", "endorses"]}}]}]
-    path = tmp_path / "narrative.json"
-    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    path = written(tmp_path, lexicon)
     said = lambda reader, text: {(c.id, m.counts) for m, c, _ in reader.found(text)}    # noqa: E731
     ending_all = load_reader(path)
     assert ("osteoporosis", True) in said(ending_all, "Mother reported to have osteoporosis.")
     lexicon["context_rules"][-1]["terminates"] = ["NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE", "HYPOTHETICAL", "HISTORICAL"]
-    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    written(tmp_path, lexicon)
     selective = load_reader(path)
     assert ("osteoporosis", False) in said(selective, "Mother reported to have osteoporosis.")
     assert said(selective, "Denies fever, reports chills.") == {("fever", False), ("chills", True)}
     lexicon["context_rules"][-1]["terminates"] = ["FAMILY", "OTHER"]
-    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    written(tmp_path, lexicon)
     from cds_service.engine.narrative.lexicon import load_lexicon
     from cds_service.errors import CdsConfigError
     with pytest.raises(CdsConfigError, match="terminates"):
@@ -210,11 +218,10 @@ def test_one_phrase_can_be_several_concepts(reader, tmp_path):
     """A span holds one entity, so "spastic gait" (a gait) was never also spasticity."""
     said = {(c.id, m.counts) for m, c, _ in reader.found("Spastic gait with scissoring.")}
     assert {("gait-abnormality", True), ("spasticity", True), ("upper-motor-neuron-signs", True)} <= said
-    lexicon = json.loads((ROOT / "mappings" / "narrative.json").read_text(encoding="utf-8"))
+    lexicon = shipped_lexicon()
     gait = next(c for c in lexicon["concepts"] if c["id"] == "gait-abnormality")
     gait["phrase_implies"] = {"a phrase it does not list": ["spasticity"]}
-    path = tmp_path / "narrative.json"
-    path.write_text(json.dumps(lexicon), encoding="utf-8")
+    path = written(tmp_path, lexicon)
     from cds_service.engine.narrative.lexicon import load_lexicon
     from cds_service.errors import CdsConfigError
     with pytest.raises(CdsConfigError, match="phrase_implies"):
