@@ -25,14 +25,14 @@ ATTRIBUTE_FLAGS = {"is_negated": "negated", "is_family": "family", "is_historica
 class Sections:
     """Section titles of a document, and the flags each section gives the mentions in it."""
 
-    def __init__(self, nlp, lexicon_sections: dict[str, list[str]], lexicon_titles: dict[str, list[str]] | None = None):
+    def __init__(self, nlp, lexicon_sections: dict[str, list[str]], lexicon_titles: dict[str, list[str]]):
         from medspacy.common.medspacy_matcher import MedspacyMatcher
         from medspacy.section_detection import SectionRule, Sectionizer
         from medspacy.section_detection.sectionizer import DEFAULT_ATTRS
 
         rules = Sectionizer(nlp, name="spine_cds_section_rules").rules   # its packaged rules, not a pipe
         known = {rule.literal.lower() for rule in rules}
-        rules += [SectionRule(title, category) for category, titles in (lexicon_titles or {}).items()
+        rules += [SectionRule(title, category) for category, titles in lexicon_titles.items()
                   for title in titles if title.lower() not in known]
         if any(rule.parents or rule.max_scope is not None for rule in rules):
             raise RuntimeError("medspaCy's section rules now have parents or scopes: use its Sectionizer as a pipe")

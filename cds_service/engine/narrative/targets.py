@@ -49,10 +49,10 @@ class GatedPatterns:
     that lacks a word it requires, or any text its token expression matches), so gating never
     loses a match; on 30 notes they let through 25 calls that matched where words alone let 186."""
 
-    def __init__(self, vocab, rules, words: Words | None = None):
+    def __init__(self, vocab, rules, words: Words):
         from spacy.matcher import Matcher
         from cds_service.engine.narrative.lexicon import pattern_needs, rarest
-        self.words = words or Words()
+        self.words = words
         self.entries = []
         self.anchors: list[frozenset[str]] = []
         self.by_word: dict[str, list[int]] = {}     # a word of each pattern's rarest required token
