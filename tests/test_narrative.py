@@ -252,9 +252,24 @@ def test_mentions_are_shared_by_workers_through_the_host_cache(make_app, tmp_pat
     decide(first.test_client(), body)
     assert runs, "the first worker reads the note"
     runs.clear()
-    first.extensions["spine_cds"].registry.narrative._local.clear()
+    reader = first.extensions["spine_cds"].registry.narrative
+    reader._local.clear()                # another process has neither this worker's mentions
+    reader._built.clear()                # nor its evidence: only the host cache can answer
     card, decision = decide(second.test_client(), body)
     assert decision["outcome"] == "approve" and runs == []
+
+
+def test_a_repeated_read_reuses_the_notes_evidence(make_app, monkeypatch):
+    """A repeated order-select neither reads a note again nor rebuilds its quoted evidence."""
+    from cds_service.engine.narrative.reader import NarrativeReader
+    app = make_app(SPINE_CDS_REPEAT_WINDOW_S="0")
+    body = note_chart("Text for the evidence memo test. " + SAY_IT)
+    first = decide(app.test_client(), body)
+    built = []
+    original = NarrativeReader._item
+    monkeypatch.setattr(NarrativeReader, "_item", lambda self, *a: built.append(1) or original(self, *a))
+    again = decide(app.test_client(), body)
+    assert again[1]["outcome"] == first[1]["outcome"] == "approve" and built == []
 
 
 @pytest.mark.parametrize("junk", [
