@@ -3,6 +3,7 @@ must give what the medspaCy component it stands in for gives, on the annotated c
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ def written(folder: Path, lexicon: dict) -> Path:
     """``lexicon`` saved as ``folder``/narrative.json (the reader is cached by path and content)."""
     path = folder / "narrative.json"
     path.write_text(json.dumps(lexicon), encoding="utf-8")
+    shutil.copy(ROOT / "mappings" / "known_words.json", folder)     # the spelling rules' words, named beside it
     return path
 
 

@@ -33,7 +33,7 @@ KINDS: dict[str, tuple[frozenset, frozenset]] = {
     "requester": (frozenset({"valueset"}), frozenset()),
 }
 COMBINATORS = ("all", "any", "not", "ref")
-SHARED_TABLES = ("programs", "studies", "regions", "narrative")   # mappings/*.json that are not guidelines
+SHARED_TABLES = ("programs", "studies", "regions", "narrative", "known_words")   # mappings/*.json that are not guidelines
 REGIONS = frozenset({"cervical", "thoracic", "lumbar", "spine"})   # what a leaf's "regions" may list (or "ordered")
 DAY_PARAMS = ("within_days", "onset_min_days", "onset_max_days")
 

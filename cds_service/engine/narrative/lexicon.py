@@ -48,6 +48,7 @@ class Lexicon:
     sections: dict[str, list[str]]  # flag -> sectionizer categories ("family": ["family_history"])
     context_rules: list[dict]       # extra medspaCy ConTextRules (literal, category, direction...)
     section_titles: dict[str, list[str]] = field(default_factory=dict)   # category -> titles medspaCy lacks ("FHx:")
+    spelling: dict = field(default_factory=dict)   # misspelled words read as meant: min_length, known (see .spelling)
 
     def may_mention(self, words: set[str]) -> bool:
         """Whether a sentence whose words (``WORD`` matches, lower case) are ``words`` can hold a
@@ -109,7 +110,28 @@ def load_lexicon(path: Path) -> Lexicon:
                                                all(isinstance(t, str) and t.strip() for t in v) for k, v in titles.items()):
         raise CdsConfigError(f"{path}: section_titles must map a section category to a list of titles")
     return Lexicon(concepts, region_words, anchors, hashlib.sha256(raw).hexdigest()[:16], requirements, sections,
-                   list(data.get("context_rules", [])), titles)
+                   list(data.get("context_rules", [])), titles, _spelling(path, data.get("spelling", {})))
+
+
+def _spelling(path: Path, spelling) -> dict:
+    """``{"min_length": 5, "keep": [words], "known_words": "file.json"}``: the shortest word
+    corrected, words never corrected, and a file of more such words (a ``words`` list) beside
+    the lexicon."""
+    if not isinstance(spelling, dict) or set(spelling) - {"min_length", "keep", "known_words", "about"}:
+        raise CdsConfigError(f"{path}: spelling may only hold min_length, keep, known_words and about")
+    length, keep = spelling.get("min_length", 5), spelling.get("keep", [])
+    if not isinstance(length, int) or length < 4 or not isinstance(keep, list) or not all(isinstance(w, str) for w in keep):
+        raise CdsConfigError(f"{path}: spelling.min_length must be a whole number of at least 4 and keep a list of words")
+    known = [w.lower() for w in keep]
+    if spelling.get("known_words"):
+        source = path.parent / spelling["known_words"]
+        try:
+            words = json.loads(source.read_text(encoding="utf-8"))["words"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CdsConfigError(f"{source}: cannot read the known words of the spelling rules ({exc}); "
+                                 "rebuild it with scripts/build_known_words.py") from exc
+        known.extend(w.lower() for w in words if isinstance(w, str))
+    return {"min_length": length, "known": frozenset(known)}
 
 
 def _concept(path: Path, entry: dict) -> Concept:

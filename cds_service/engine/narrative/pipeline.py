@@ -18,10 +18,11 @@ import warnings
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from cds_service.engine.narrative.lexicon import Lexicon
+from cds_service.engine.narrative.lexicon import WORD, Lexicon, token_words
 from cds_service.engine.narrative.sections import Sections
 from cds_service.engine.narrative.targets import LOWER_TEXT, Targets
 from cds_service.engine.narrative.sentences import ABBREVIATIONS, Shortened
+from cds_service.engine.narrative.spelling import Speller
 from cds_service.engine.narrative.words import Words
 
 FLAGS = ("negated", "family", "historical", "hypothetical", "uncertain")
@@ -63,7 +64,7 @@ class Pipeline:
 
     def __init__(self, lexicon: Lexicon):
         self.lexicon = lexicon
-        self.nlp, self.words = _build(lexicon)
+        self.nlp, self.words, self.speller = _build(lexicon)
         self.sections = Sections(self.nlp, lexicon.sections, lexicon.section_titles)
         self.is_section = self.sections.may_be_title
 
@@ -118,8 +119,21 @@ def _build(lexicon: Lexicon) -> tuple:
     nlp.add_pipe(name)
     context = nlp.add_pipe("medspacy_context", config={"rules": None})
     defaults = ConTextRule.from_json(_default_context_rules())
-    context.add(spelled_out(defaults, selective_terminators(defaults, lexicon.context_rules, ConTextRule), ConTextRule))
-    return nlp, words
+    rules = spelled_out(defaults, selective_terminators(defaults, lexicon.context_rules, ConTextRule), ConTextRule)
+    context.add(rules)
+    return nlp, words, Speller(_rule_words(targets, rules, lexicon), **lexicon.spelling)
+
+
+def _rule_words(targets, context_rules, lexicon: Lexicon) -> set[str]:
+    """Every word a target, ConText or section rule names: what a misspelling may have meant."""
+    found = set(lexicon.words)
+    for rule in (*targets, *context_rules):
+        if rule.pattern is None:
+            found.update(WORD.findall(rule.literal.lower()))
+        elif isinstance(rule.pattern, list):
+            found.update(w for token in rule.pattern if isinstance(token, dict) for w in token_words(token))
+    found.update(w for titles in lexicon.section_titles.values() for t in titles for w in WORD.findall(t.lower()))
+    return found
 
 
 def selective_terminators(defaults, raw_rules: list[dict], kind) -> list:

@@ -95,11 +95,12 @@ class NarrativeReader:
 
     def _read(self, text: str) -> list[list]:
         """The mentions of ``text`` through the pre-filter and the pipeline, as cached (lists)."""
-        shortened = shorten(text, self.lexicon, self.pipeline.is_section, self.pipeline.words)
+        shortened = shorten(text, self.lexicon, self.pipeline.is_section, self.pipeline.words, self.pipeline.speller)
         return [m.to_list() for m in self.pipeline.mentions(shortened)] if shortened else []
 
     def _key(self, text: str) -> str:
-        return hashlib.sha256(f"{self.lexicon.digest}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
+        return hashlib.sha256(f"{self.lexicon.digest}\0{self.pipeline.speller.version}\0{text}"
+                              .encode("utf-8", "surrogatepass")).hexdigest()
 
     def mentions(self, text: str, cache: MentionCache | None = None, key: str | None = None) -> list[Mention]:
         """Every mention in ``text`` (counting or not), from the caches when seen before."""

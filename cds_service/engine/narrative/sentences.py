@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from cds_service.engine.narrative.lexicon import WORD
+from cds_service.engine.narrative.spelling import Speller, recased
 
 ABBREVIATIONS = ("e.g.", "i.e.", "vs.", "incl.", "approx.", "esp.", "cf.")
 """Abbreviations that end in a period inside a sentence: "return if new sx, e.g. incontinence"."""
@@ -39,10 +40,16 @@ class Shortened:
     text: str
     starts: tuple[int, ...]         # start of each piece in ``text``
     origins: tuple[int, ...]        # start of the same piece in the original text
+    lasts: tuple[int | None, ...] = ()   # a corrected word's piece: its last original offset
 
     def original(self, offset: int) -> int:
-        """The original offset of ``offset`` in the shortened text."""
+        """The original offset of ``offset`` in the shortened text.  A corrected word ("confused"
+        for "confussed") is one token: its first character stands for the original word's first,
+        any other for the original's last (where a match that ends with the word ends)."""
         piece = bisect_right(self.starts, offset) - 1
+        last = self.lasts[piece] if self.lasts else None
+        if last is not None and offset > self.starts[piece]:
+            return last
         return self.origins[piece] + offset - self.starts[piece]
 
 
@@ -57,30 +64,52 @@ def spans(text: str) -> list[tuple[int, int]]:
 
 
 def shorten(text: str, lexicon, is_section: Callable[[str], bool] = lambda header: True,
-            words: Callable[[str], set[str]] = lambda text: set(WORD.findall(text))) -> Shortened | None:
+            words: Callable[[str], set[str]] = lambda text: set(WORD.findall(text)),
+            speller: Speller | None = None) -> Shortened | None:
     """The sentences the lexicon may match and the headers before them; None when there is none.
 
     ``is_section`` says whether a header may name a section the sectionizer knows (it must
     never say no to one): other headers ("Vital signs reviewed:") are left out.  ``words`` gives
-    a sentence's word set (:class:`.words.Words`: also the pieces spaCy cuts words into)."""
-    pieces: list[tuple[int, int]] = []
+    a sentence's word set (:class:`.words.Words`: also the pieces spaCy cuts words into).  A
+    ``speller`` reads misspelled words as the lexicon words they were meant to be (:mod:`.spelling`)."""
+    pieces: list[tuple[int, int, dict[str, str]]] = []
     hit = False
     lower = text.lower()
     for start, end in spans(text):
-        if lexicon.may_mention(words(lower[start:end])):
-            pieces.append((start, end))
+        found = words(lower[start:end])
+        fixes = speller.corrections(found) if speller is not None else {}
+        if lexicon.may_mention(found.union(fixes.values()) if fixes else found):
+            pieces.append((start, end, fixes))
             hit = True
         elif (header := HEADER.match(text, start, end)) is not None:
             if is_section(lower[header.start(1):header.end(1)]):
-                pieces.append((header.start(1), header.end(1)))
+                pieces.append((header.start(1), header.end(1), {}))
         elif BARE_HEADER.match(text, start, end) and is_section(lower[start:end]):
-            pieces.append((start, end))
+            pieces.append((start, end, {}))
     if not hit:
         return None
-    parts, starts, origins, at = [], [], [], 0
-    for start, end in pieces:
-        starts.append(at)
-        origins.append(start)
-        parts.append(text[start:end])
-        at += end - start + 1
-    return Shortened("\n".join(parts), tuple(starts), tuple(origins))
+    return _joined(text, lower, pieces)
+
+
+def _joined(text: str, lower: str, pieces: list[tuple[int, int, dict[str, str]]]) -> Shortened:
+    """The pieces one per line; a misspelled word is a piece of its own, spelled as meant."""
+    parts, starts, origins, lasts, at = [], [], [], [], 0
+    for start, end, fixes in pieces:
+        cuts = [(m.start(), m.end()) for m in WORD.finditer(lower, start, end) if m.group() in fixes] if fixes else []
+        for (left, right), word in zip(_around(start, end, cuts), [*cuts, None]):
+            if right > left:
+                parts.append(text[left:right]), starts.append(at), origins.append(left), lasts.append(None)
+                at += right - left
+            if word is not None:
+                meant = recased(fixes[lower[word[0]:word[1]]], text[word[0]:word[1]])
+                parts.append(meant), starts.append(at), origins.append(word[0]), lasts.append(word[1] - 1)
+                at += len(meant)
+        parts.append("\n")
+        at += 1
+    return Shortened("".join(parts[:-1]), tuple(starts), tuple(origins), tuple(lasts))
+
+
+def _around(start: int, end: int, cuts: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The stretches of [start, end) before each cut and after the last."""
+    edges = [start, *(x for cut in cuts for x in cut), end]
+    return [(edges[i], edges[i + 1]) for i in range(0, len(edges), 2)]

@@ -1,0 +1,86 @@
+"""Misspelled words read as the lexicon word they were meant to be: "foot dorp", "mornign
+stiffnes", "decresed rectal tone", "deneis fever".
+
+Clinicians type fast, and a misspelling is a word the matcher cannot see: listing every
+misspelling of every phrase in the lexicon never ends (each new corpus brought new ones).  So
+a word that is in no English dictionary (pyspellchecker's list of about 160,000 words, which
+includes the common medical ones) and not in the lexicon, but is one edit (a letter dropped,
+added, changed, or two swapped) from exactly one word the rules use, is read as that word.
+Real words are never changed ("never" stays "never", though it is one letter from "fever"), nor
+short ones (the ``spelling.min_length`` of the lexicon: "drip" is not "drop"), nor a word two
+rule words are one edit from (which one was meant is a guess), nor a first letter: typists
+rarely miss it, and medicine's prefixes live there ("apyrexia" is no fever, "Keflex" no reflex).  A corrected word feeds the
+negation rules too: "deneis fever" is negated, as it should be.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import lru_cache
+from typing import Iterable
+
+LETTERS = re.compile(r"[a-z]+")
+MAX_LENGTH = 30             # a longer run of letters is not a word a clinician misspelled
+MEMO_WORDS = 20_000         # distinct words whose correction is remembered (bounded: words ≤ 30 letters)
+
+
+class Speller:
+    """``corrections(words)``: {misspelled word: lexicon word} for the words of a sentence.
+
+    ``vocabulary``: the words the rules use; ``known``: words that are never misspellings (the
+    lexicon's ``spelling.keep`` and ``known_words``: ICD-10-CM's, which hold "peroneal")."""
+
+    def __init__(self, vocabulary: Iterable[str], min_length: int = 5, known: Iterable[str] = ()):
+        from spellchecker import SpellChecker
+        self.min_length = min_length
+        self._english = SpellChecker(distance=1)
+        self._known = frozenset(known)
+        words = {w for w in vocabulary if LETTERS.fullmatch(w) and len(w) >= min_length}
+        self.vocabulary = frozenset(words)
+        self.targets = self._spelled_right(words)
+        self._rules = SpellChecker(language=None, distance=1)
+        self._rules.word_frequency.load_words(self.targets)
+        self.correct = lru_cache(maxsize=MEMO_WORDS)(self._correct)
+        from importlib.metadata import version
+        known_hash = hashlib.sha256("\n".join(sorted(self._known)).encode()).hexdigest()[:12]
+        self.version = f"pyspellchecker {version('pyspellchecker')}, known {known_hash}, min {min_length}"
+        """What decides the corrections besides the lexicon: part of the mention cache key."""
+
+    def _spelled_right(self, words: set[str]) -> frozenset[str]:
+        """The rule words a misspelling may be read as: not the lexicon's own listed misspellings
+        ("mylopathy" beside "myelopathy": "myopathy" must not become myelopathy through it).  A
+        rule word that is no known word but one edit from a known rule word is such a misspelling."""
+        real = {w for w in words if self._is_word(w)}
+        checker = _checker(real)
+        return frozenset(w for w in words if w in real or not (checker.candidates(w) or set()) - {w})
+
+    def _is_word(self, word: str) -> bool:
+        return word in self._known or word in self._english
+
+    def corrections(self, words: Iterable[str]) -> dict[str, str]:
+        found = {}
+        for word in words:
+            if len(word) >= self.min_length and (meant := self.correct(word)):
+                found[word] = meant
+        return found
+
+    def _correct(self, word: str) -> str | None:
+        """The one rule word ``word`` is an edit from, when ``word`` is no word itself."""
+        if len(word) > MAX_LENGTH or not LETTERS.fullmatch(word) or word in self.vocabulary or self._is_word(word):
+            return None
+        candidates = {c for c in self._rules.candidates(word) or () if c != word and c[0] == word[0]}
+        return next(iter(candidates)) if len(candidates) == 1 else None
+
+
+def _checker(words: Iterable[str]):
+    from spellchecker import SpellChecker
+    checker = SpellChecker(language=None, distance=1)
+    checker.word_frequency.load_words(words)
+    return checker
+
+
+def recased(meant: str, written: str) -> str:
+    """``meant`` in the case ``written`` was in ("Mornign" -> "Morning", "DORP" -> "DROP")."""
+    if written.isupper() and len(written) > 1:
+        return meant.upper()
+    return meant.capitalize() if written[:1].isupper() else meant
