@@ -64,6 +64,7 @@ class GatedPatterns:
             self.anchors.append(rarest(needs))
             for word in rarest(needs):
                 self.by_word.setdefault(word, []).append(n)
+        self.anchor_words = frozenset(self.by_word)     # a set: ``set.intersection(dict)`` walks the whole dict
         self.ungated = [n for n, (needs, _, _) in enumerate(self.entries) if not needs]
         self.piece = {joined: first for (first, _), joined in self.words.joins.items()}
 
@@ -88,7 +89,7 @@ class GatedPatterns:
 
     def _candidates(self, words: set[str], text: str, among=None) -> list[int]:
         """The patterns whose required words and expressions ``text`` (with ``words``) holds."""
-        anchored = {n for word in words.intersection(self.by_word) for n in self.by_word[word]}
+        anchored = {n for word in words & self.anchor_words for n in self.by_word[word]}
         return [n for n in sorted(anchored.union(self.ungated)) if (among is None or n in among)
                 and all(not need.isdisjoint(words) for need in self.entries[n][0])
                 and all(e.search(text) for e in self.entries[n][1])]
