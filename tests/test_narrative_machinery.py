@@ -251,3 +251,24 @@ def test_context_on_the_sentences_with_mentions_flags_as_on_the_whole_note(reade
     whole = [pipe.mentions(s) for s in shortened]
     assert sum(excerpted) > 50 and sum(map(len, whole)) > 500
     assert with_excerpt == whole
+
+
+def test_gated_context_patterns_match_what_spacys_matcher_matches(reader):
+    """ConText's token patterns are tried only on documents holding their words
+    (:class:`GatedContextPatterns`): on the corpus rows and charts, the same matches as spaCy's
+    Matcher with every pattern."""
+    from spacy.matcher import Matcher
+    from cds_service.engine.narrative.targets import GatedContextPatterns
+    pipe = reader.pipeline
+    inner = pipe.context._ConText__matcher
+    gated = inner._MedspacyMatcher__matcher
+    assert isinstance(gated, GatedContextPatterns) and gated.entries
+    plain = Matcher(pipe.nlp.vocab)
+    for rule in inner.rules:
+        if isinstance(rule.pattern, list):
+            plain.add(rule._rule_id, [rule.pattern])
+    rows = corpus_rows()
+    docs = [pipe.nlp(text) for text in rows + charts(rows)]
+    found = [sorted(gated(doc)) for doc in docs]
+    assert found == [sorted(plain(doc)) for doc in docs]
+    assert sum(map(len, found)) > 20          # the patterns did match somewhere

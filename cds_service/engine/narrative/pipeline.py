@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from cds_service.engine.narrative.excerpt import context_read
 from cds_service.engine.narrative.lexicon import WORD, Lexicon, token_words
 from cds_service.engine.narrative.sections import Sections
-from cds_service.engine.narrative.targets import LOWER_TEXT, Targets
+from cds_service.engine.narrative.targets import LOWER_TEXT, GatedContextPatterns, Targets
 from cds_service.engine.narrative.sentences import ABBREVIATIONS, Shortened
 from cds_service.engine.narrative.spelling import Speller
 from cds_service.engine.narrative.words import Words
@@ -123,6 +123,7 @@ def _build(lexicon: Lexicon) -> tuple:
     defaults = ConTextRule.from_json(_default_context_rules())
     rules = spelled_out(defaults, selective_terminators(defaults, lexicon.context_rules, ConTextRule), ConTextRule)
     context.add(rules)
+    GatedContextPatterns.install(context, words)
     return nlp, words, Speller(_rule_words(targets, rules, lexicon), **lexicon.spelling)
 
 
