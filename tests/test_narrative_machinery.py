@@ -140,10 +140,14 @@ def test_a_malformed_section_titles_entry_is_refused(tmp_path):
 def test_a_pattern_is_gated_by_its_anchored_expressions_and_only_those(reader):
     from cds_service.engine.narrative.targets import text_needs
     gates = text_needs([{"LOWER": {"REGEX": "^c[4-8]$"}}, {"LOWER": {"REGEX": "^x$|^y$"}},
-                        {"LOWER": {"REGEX": "^[0-4]/5$"}, "OP": "?"}, {"LOWER": "radicular"}])
-    assert [g.pattern for g in gates] == ["c[4-8]"]        # alternation and optional tokens are not gates
-    found = {c.id for m, c, _ in reader.found("Pain in a C6 distribution, worse at night.")}
-    assert "cervical-radiculopathy" in found                 # the gated pattern still matches where it should
+                        {"LOWER": {"REGEX": "^(l[2-5]|s1)$"}}, {"LOWER": {"REGEX": "^[|(]z$"}},
+                        {"LOWER": {"REGEX": "^a(?!b)$"}}, {"LOWER": {"REGEX": "^[0-4]/5$"}, "OP": "?"},
+                        {"LOWER": "radicular"}])
+    # an alternation at the top, a lookaround and optional tokens are not gates; a grouped one is
+    assert [g.pattern for g in gates] == ["c[4-8]", "(l[2-5]|s1)", "[|(]z"]
+    for sentence, concept in (("Pain in a C6 distribution, worse at night.", "cervical-radiculopathy"),
+                              ("Pain in an L5 distribution.", "lumbar-radiculopathy")):
+        assert concept in {c.id for m, c, _ in reader.found(sentence)}   # gated patterns still match
 
 
 @pytest.mark.parametrize("sentence, days", [
