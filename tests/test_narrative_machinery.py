@@ -138,7 +138,7 @@ def test_a_malformed_section_titles_entry_is_refused(tmp_path):
 
 
 def test_a_pattern_is_gated_by_its_anchored_expressions_and_only_those(reader):
-    from cds_service.engine.narrative.targets import text_needs
+    from cds_service.engine.narrative.lexicon import text_needs
     gates = text_needs([{"LOWER": {"REGEX": "^c[4-8]$"}}, {"LOWER": {"REGEX": "^x$|^y$"}},
                         {"LOWER": {"REGEX": "^(l[2-5]|s1)$"}}, {"LOWER": {"REGEX": "^[|(]z$"}},
                         {"LOWER": {"REGEX": "^a(?!b)$"}}, {"LOWER": {"REGEX": "^[0-4]/5$"}, "OP": "?"},
@@ -276,3 +276,27 @@ def test_gated_context_patterns_match_what_spacys_matcher_matches(reader):
     found = [sorted(gated(doc)) for doc in docs]
     assert found == [sorted(plain(doc)) for doc in docs]
     assert sum(map(len, found)) > 20          # the patterns did match somewhere
+
+
+def test_the_phrase_check_of_the_pre_filter_never_loses_a_mention(reader, monkeypatch):
+    """The pre-filter keeps a sentence only where a phrase is written in it (spaces aside) or a
+    token pattern's words and expressions are there (``Lexicon.may_match``): on the corpus rows
+    and charts, every mention the pipeline finds without that check is still found, with the
+    same flags."""
+    from cds_service.engine.narrative.lexicon import Lexicon
+    from cds_service.engine.narrative.sentences import spans
+    rows = corpus_rows()
+    texts = rows + charts(rows)
+
+    def read(text):
+        kept = shorten(text, reader.lexicon, reader.pipeline.is_section, reader.pipeline.words, reader.pipeline.speller)
+        return [m.to_list()[:3] + m.to_list()[5:] for m in reader.pipeline.mentions(kept)] if kept else []
+
+    checked = [read(text) for text in texts]
+    words = [(reader.pipeline.words(s.lower()), s.lower()) for text in rows for s in (text[a:b] for a, b in spans(text))]
+    worded = [(w, s) for w, s in words if reader.lexicon.may_mention(w)]
+    kept_out = sum(not reader.lexicon.may_match(w, s) for w, s in worded)
+    monkeypatch.setattr(Lexicon, "may_match", lambda self, words, text: True)
+    unchecked = [read(text) for text in texts]
+    assert checked == unchecked and sum(map(len, checked)) > 1000
+    assert kept_out > 50          # sentences holding a lexicon word that the check kept out

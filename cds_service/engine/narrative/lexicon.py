@@ -49,6 +49,9 @@ class Lexicon:
     context_rules: list[dict]       # extra medspaCy ConTextRules (literal, category, direction...)
     section_titles: dict[str, list[str]] = field(default_factory=dict)   # category -> titles medspaCy lacks ("FHx:")
     spelling: dict = field(default_factory=dict)   # misspelled words read as meant: min_length, known (see .spelling)
+    pattern_requirements: dict = field(default_factory=dict)   # anchor -> (required words, expressions) of token patterns
+    pattern_anchors: frozenset[str] = frozenset()
+    phrase_finder: object = None    # the phrases without spaces, one Aho-Corasick automaton (pyahocorasick)
 
     def may_mention(self, words: set[str]) -> bool:
         """Whether a sentence whose words (``WORD`` matches, lower case) are ``words`` can hold a
@@ -57,6 +60,21 @@ class Lexicon:
         found = self.anchors.intersection(words)
         return any(all(not need.isdisjoint(words) for need in requirement)
                    for anchor in found for requirement in self.requirements[anchor])
+
+    def may_match(self, words: set[str], text: str) -> bool:
+        """Whether a sentence that passed :meth:`may_mention` (lower-case ``text``, ``words``)
+        holds a phrase of the lexicon as it is written, or meets the words of a token pattern.
+
+        Its words being there is not enough: "saddle" and "anesthesia" far apart match nothing,
+        and most sentences the word check lets through held no match.  A phrase matches spaCy
+        tokens whose texts follow each other, so with all spaces taken out of both, the phrase
+        is a substring of the sentence wherever it matches (tokens split inside a word, "10mg",
+        included): a superset again, never losing a match."""
+        if next(self.phrase_finder.iter("".join(text.split())), None) is not None:
+            return True
+        return any(all(not need.isdisjoint(words) for need in needs) and all(e.search(text) for e in expressions)
+                   for anchor in self.pattern_anchors.intersection(words)
+                   for needs, expressions in self.pattern_requirements[anchor])
 
     @property
     def words(self) -> frozenset[str]:
@@ -109,8 +127,34 @@ def load_lexicon(path: Path) -> Lexicon:
     if not isinstance(titles, dict) or not all(isinstance(k, str) and isinstance(v, list) and v and
                                                all(isinstance(t, str) and t.strip() for t in v) for k, v in titles.items()):
         raise CdsConfigError(f"{path}: section_titles must map a section category to a list of titles")
+    gates = _pattern_gates(concepts.values())
     return Lexicon(concepts, region_words, anchors, hashlib.sha256(raw).hexdigest()[:16], requirements, sections,
-                   list(data.get("context_rules", [])), titles, _spelling(path, data.get("spelling", {})))
+                   list(data.get("context_rules", [])), titles, _spelling(path, data.get("spelling", {})),
+                   gates, frozenset(gates), _phrase_finder(concepts.values()))
+
+
+def _pattern_gates(concepts) -> dict[str, list[tuple[tuple[frozenset[str], ...], tuple[re.Pattern, ...]]]]:
+    """Each token pattern's required words and expressions (:func:`text_needs`), filed under
+    its anchors."""
+    found: dict[str, list] = {}
+    for concept in concepts:
+        for pattern in concept.patterns:
+            needs = pattern_needs(pattern)
+            for anchor in rarest(needs):
+                found.setdefault(anchor, []).append((tuple(n for n in needs if anchor not in n), text_needs(pattern)))
+    return found
+
+
+def _phrase_finder(concepts):
+    """Every phrase, spaces taken out, in one automaton (:meth:`Lexicon.may_match`)."""
+    import ahocorasick
+    finder = ahocorasick.Automaton()
+    for concept in concepts:
+        for phrase in concept.phrases:
+            if squeezed := "".join(phrase.split()):
+                finder.add_word(squeezed, None)
+    finder.make_automaton()
+    return finder
 
 
 def _spelling(path: Path, spelling) -> dict:
@@ -220,3 +264,42 @@ def rarest(needs: tuple[frozenset[str], ...]) -> frozenset[str]:
     """The most selective of a pattern's word sets: the one whose least selective word is
     longest, function words counting as the least selective of all (empty when there is none)."""
     return max(needs, key=lambda words: min(map(selectivity, words)), default=frozenset())
+
+
+def text_needs(pattern) -> tuple[re.Pattern, ...]:
+    """For each required token tested with an anchored expression on its lower-case text
+    (``{"LOWER": {"REGEX": "^c[4-8]$"}}``, ``"^(l[2-5]|s1)$"``): the expression unanchored, which
+    the sentence's lower-case text must contain somewhere if the token is there.  Expressions
+    with an alternation outside parentheses or inner anchors are left out (no gate rather than a
+    wrong one)."""
+    found = []
+    for token in pattern:
+        spec = token.get("LOWER") if isinstance(token, dict) and token.get("OP") in (None, "+") else None
+        expression = spec.get("REGEX") if isinstance(spec, dict) else None
+        inner = _unanchored(expression) if isinstance(expression, str) else None
+        if inner:
+            found.append(re.compile(inner))
+    return tuple(found)
+
+
+def _unanchored(expression: str) -> str | None:
+    """``^X$`` as ``X`` when X holds no other anchor, no lookaround (it could look past the
+    token) and no ``|`` outside parentheses (escapes and character classes skipped)."""
+    if len(expression) < 3 or expression[0] != "^" or expression[-1] != "$" or "^" in expression[1:-1] \
+            or "$" in expression[1:-1] or expression[-2] == "\\" or re.search(r"\(\?[^:]", expression):
+        return None
+    inner, depth, at = expression[1:-1], 0, 0
+    while at < len(inner):
+        char = inner[at]
+        if char == "\\":
+            at += 1
+        elif char == "[":
+            at = inner.find("]", at + 2)       # a class ends at the first "]" after its first character
+            if at == -1:
+                return None
+        elif char in "()":
+            depth += 1 if char == "(" else -1
+        elif char == "|" and depth == 0:
+            return None
+        at += 1
+    return inner if depth == 0 else None

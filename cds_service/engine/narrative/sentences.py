@@ -78,7 +78,9 @@ def shorten(text: str, lexicon, is_section: Callable[[str], bool] = lambda heade
     for start, end in spans(text):
         found = words(lower[start:end])
         fixes = speller.corrections(found) if speller is not None else {}
-        if lexicon.may_mention(found.union(fixes.values()) if fixes else found):
+        if fixes:
+            found = found.union(fixes.values())
+        if lexicon.may_mention(found) and lexicon.may_match(found, _spelled(lower[start:end], fixes)):
             pieces.append((start, end, fixes))
             hit = True
         elif (header := HEADER.match(text, start, end)) is not None:
@@ -89,6 +91,13 @@ def shorten(text: str, lexicon, is_section: Callable[[str], bool] = lambda heade
     if not hit:
         return None
     return _joined(text, lower, pieces)
+
+
+def _spelled(sentence: str, fixes: dict[str, str]) -> str:
+    """The lower-case ``sentence`` with its misspelled words as meant."""
+    if not fixes:
+        return sentence
+    return WORD.sub(lambda m: fixes.get(m.group(), m.group()), sentence)
 
 
 def _joined(text: str, lower: str, pieces: list[tuple[int, int, dict[str, str]]]) -> Shortened:

@@ -51,7 +51,7 @@ class GatedPatterns:
 
     def __init__(self, vocab, rules, words: Words):
         from spacy.matcher import Matcher
-        from cds_service.engine.narrative.lexicon import pattern_needs, rarest
+        from cds_service.engine.narrative.lexicon import pattern_needs, rarest, text_needs
         self.words = words
         self.entries = []
         self.anchors: list[frozenset[str]] = []
@@ -110,45 +110,6 @@ class GatedPatterns:
         return sorted(i for i in found if i >= 0)
 
 
-def text_needs(pattern) -> tuple[re.Pattern, ...]:
-    """For each required token tested with an anchored expression on its lower-case text
-    (``{"LOWER": {"REGEX": "^c[4-8]$"}}``, ``"^(l[2-5]|s1)$"``): the expression unanchored, which
-    the sentence's lower-case text must contain somewhere if the token is there.  Expressions
-    with an alternation outside parentheses or inner anchors are left out (no gate rather than a
-    wrong one)."""
-    found = []
-    for token in pattern:
-        spec = token.get("LOWER") if isinstance(token, dict) and token.get("OP") in (None, "+") else None
-        expression = spec.get("REGEX") if isinstance(spec, dict) else None
-        inner = _unanchored(expression) if isinstance(expression, str) else None
-        if inner:
-            found.append(re.compile(inner))
-    return tuple(found)
-
-
-def _unanchored(expression: str) -> str | None:
-    """``^X$`` as ``X`` when X holds no other anchor, no lookaround (it could look past the
-    token) and no ``|`` outside parentheses (escapes and character classes skipped)."""
-    if len(expression) < 3 or expression[0] != "^" or expression[-1] != "$" or "^" in expression[1:-1] \
-            or "$" in expression[1:-1] or expression[-2] == "\\" or re.search(r"\(\?[^:]", expression):
-        return None
-    inner, depth, at = expression[1:-1], 0, 0
-    while at < len(inner):
-        char = inner[at]
-        if char == "\\":
-            at += 1
-        elif char == "[":
-            at = inner.find("]", at + 2)       # a class ends at the first "]" after its first character
-            if at == -1:
-                return None
-        elif char in "()":
-            depth += 1 if char == "(" else -1
-        elif char == "|" and depth == 0:
-            return None
-        at += 1
-    return inner if depth == 0 else None
-
-
 class GatedContextPatterns:
     """Stands in for the token Matcher inside medspaCy's ConText: each ConText token pattern
     ("return to ED if", "per wife") is tried only on documents holding a word of each of its
@@ -158,7 +119,7 @@ class GatedContextPatterns:
 
     def __init__(self, vocab, rules, words: Words):
         from spacy.matcher import Matcher
-        from cds_service.engine.narrative.lexicon import pattern_needs
+        from cds_service.engine.narrative.lexicon import pattern_needs, text_needs
         self.words = words
         self.entries = []
         for rule in rules:
