@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from bisect import bisect_right
 from pathlib import Path
 
 import pytest
@@ -233,28 +232,6 @@ def test_one_phrase_can_be_several_concepts(reader, tmp_path):
     from cds_service.errors import CdsConfigError
     with pytest.raises(CdsConfigError, match="phrase_implies"):
         load_lexicon(path)
-
-
-def test_context_on_the_sentences_with_mentions_flags_as_on_the_whole_note(reader, monkeypatch):
-    """ConText runs on an excerpt of the sentences that hold a mention (:mod:`.excerpt`): on the
-    corpus charts every mention keeps the flags ConText gives on the whole shortened note."""
-    from cds_service.engine.narrative import excerpt, pipeline
-    notes = charts(corpus_rows())
-    pipe = reader.pipeline
-    excerpted = []
-
-    def spying(doc, sentences, starts, context):
-        held = {bisect_right(starts, ent.start) - 1 for ent in doc.ents}
-        excerpted.append(len(held) < len(sentences))
-        return excerpt.context_read(doc, sentences, starts, context)
-
-    monkeypatch.setattr(pipeline, "context_read", spying)
-    shortened = [s for s in (shorten(n, reader.lexicon, pipe.is_section, pipe.words, pipe.speller) for n in notes) if s]
-    with_excerpt = [pipe.mentions(s) for s in shortened]
-    monkeypatch.setattr(pipeline, "context_read", lambda doc, sentences, starts, context: tuple(context(doc).ents))
-    whole = [pipe.mentions(s) for s in shortened]
-    assert sum(excerpted) > 50 and sum(map(len, whole)) > 500
-    assert with_excerpt == whole
 
 
 def test_gated_context_patterns_match_what_spacys_matcher_matches(reader):

@@ -18,7 +18,6 @@ import warnings
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from cds_service.engine.narrative.excerpt import context_read
 from cds_service.engine.narrative.lexicon import WORD, Lexicon, token_words
 from cds_service.engine.narrative.sections import Sections
 from cds_service.engine.narrative.targets import LOWER_TEXT, GatedContextPatterns, Targets
@@ -66,7 +65,7 @@ class Pipeline:
     def __init__(self, lexicon: Lexicon):
         self.lexicon = lexicon
         self.nlp, self.words, self.speller = _build(lexicon)
-        self.context = self.nlp.get_pipe("medspacy_context")      # the last component: see .excerpt
+        self.context = self.nlp.get_pipe("medspacy_context")
         self.sections = Sections(self.nlp, lexicon.sections, lexicon.section_titles)
         self.is_section = self.sections.may_be_title
 
@@ -74,7 +73,7 @@ class Pipeline:
         """Every mention in ``shortened``, in original-text offsets."""
         doc = self.nlp.make_doc(shortened.text)
         doc.user_data[LOWER_TEXT] = shortened.text.lower()
-        for _name, component in self.nlp.pipeline[:-1]:     # all but ConText
+        for _name, component in self.nlp.pipeline:
             doc = component(doc)
         if not doc.ents:
             return []
@@ -82,10 +81,10 @@ class Pipeline:
         sentences = list(doc.sents)      # once: ``Span.sent`` walks the tokens back to the start
         starts = [sentence.start for sentence in sentences]
         found = []
-        for ent, read in zip(doc.ents, context_read(doc, sentences, starts, self.context)):
+        for ent in doc.ents:
             sentence = sentences[bisect_right(starts, ent.start) - 1]
-            flags = {"negated": read._.is_negated, "family": read._.is_family, "historical": read._.is_historical,
-                     "hypothetical": read._.is_hypothetical, "uncertain": read._.is_uncertain}
+            flags = {"negated": ent._.is_negated, "family": ent._.is_family, "historical": ent._.is_historical,
+                     "hypothetical": ent._.is_hypothetical, "uncertain": ent._.is_uncertain}
             for flag in section_flags(ent.start):
                 flags[flag] = True
             found.append(Mention(ent.label_, shortened.original(ent.start_char), shortened.original(ent.end_char - 1) + 1,
