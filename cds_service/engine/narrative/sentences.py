@@ -75,9 +75,10 @@ def shorten(text: str, lexicon, is_section: Callable[[str], bool] = lambda heade
     pieces: list[tuple[int, int, dict[str, str]]] = []
     hit = False
     lower = text.lower()
+    misspelled = speller.corrections(set(WORD.findall(lower))) if speller is not None else {}   # most notes: none
     for start, end in spans(text):
         found = words(lower[start:end])
-        fixes = speller.corrections(found) if speller is not None else {}
+        fixes = {w: misspelled[w] for w in found.intersection(misspelled)} if misspelled else {}
         if fixes:
             found = found.union(fixes.values())
         if lexicon.may_mention(found) and lexicon.may_match(found, _spelled(lower[start:end], fixes)):
