@@ -63,6 +63,9 @@ def test_a_note_approves_and_the_card_quotes_it_with_source_date_and_offsets(cli
     "Mother had urinary retention after her surgery.",
     "Return to the ED if you develop saddle anesthesia or urinary retention.",
     "Possible urinary retention; rule out cauda equina syndrome.",
+    # a terminator ("given") must not swallow the trigger after it, nor end the one before it
+    "Pt given return precautions for saddle anesthesia or urinary retention.",
+    "Return precautions given: come back for saddle anesthesia or urinary retention.",
 ])
 def test_negated_family_hypothetical_and_uncertain_mentions_never_count(client, says):
     card, decision = decide(client, note_chart("HPI: Low back pain x 9 days. " + says))
