@@ -97,3 +97,21 @@ def test_the_known_words_are_what_icd10cm_gives():
     assert result.returncode == 0, result.stdout + result.stderr
     words = json.loads((ROOT / "mappings" / "known_words.json").read_text(encoding="utf-8"))["words"]
     assert "peroneal" in words and len(words) > 5000
+
+
+def test_the_deletion_index_finds_exactly_the_words_one_edit_away():
+    """OneEdit (symmetric deletes) against a plain scan of every word with one_edit."""
+    import random
+    from cds_service.engine.narrative.spelling import OneEdit, one_edit
+    assert one_edit("wrose", "worse") and one_edit("stiffnes", "stiffness") and one_edit("confussed", "confused")
+    assert one_edit("fevar", "fever") and not one_edit("fever", "fever") and not one_edit("abcd", "badc")
+    random.seed(7)
+    words = {"".join(random.choice("abcde") for _ in range(random.randint(3, 6))) for _ in range(400)}
+    index = OneEdit(words)
+    queries = {"".join(random.choice("abcde") for _ in range(random.randint(2, 7))) for _ in range(400)}
+    found = 0
+    for query in queries:
+        near = index.near(query)
+        assert near == {w for w in words if one_edit(query, w)}
+        found += len(near)
+    assert found > 100

@@ -38,8 +38,7 @@ class Speller:
         words = {w for w in vocabulary if LETTERS.fullmatch(w) and len(w) >= min_length}
         self.vocabulary = frozenset(words)
         self.targets = self._spelled_right(words)
-        self._rules = SpellChecker(language=None, distance=1)
-        self._rules.word_frequency.load_words(self.targets)
+        self._rules = OneEdit(self.targets)
         self.correct = lru_cache(maxsize=MEMO_WORDS)(self._correct)
         from importlib.metadata import version
         known_hash = hashlib.sha256("\n".join(sorted(self._known)).encode()).hexdigest()[:12]
@@ -51,8 +50,8 @@ class Speller:
         ("mylopathy" beside "myelopathy": "myopathy" must not become myelopathy through it).  A
         rule word that is no known word but one edit from a known rule word is such a misspelling."""
         real = {w for w in words if self._is_word(w)}
-        checker = _checker(real)
-        return frozenset(w for w in words if w in real or not (checker.candidates(w) or set()) - {w})
+        near_real = OneEdit(real)
+        return frozenset(w for w in words if w in real or not near_real.near(w))
 
     def _is_word(self, word: str) -> bool:
         return word in self._known or word in self._english
@@ -68,15 +67,49 @@ class Speller:
         """The one rule word ``word`` is an edit from, when ``word`` is no word itself."""
         if len(word) > MAX_LENGTH or not LETTERS.fullmatch(word) or word in self.vocabulary or self._is_word(word):
             return None
-        candidates = {c for c in self._rules.candidates(word) or () if c != word and c[0] == word[0]}
+        candidates = {c for c in self._rules.near(word) if c[0] == word[0]}
         return next(iter(candidates)) if len(candidates) == 1 else None
 
 
-def _checker(words: Iterable[str]):
-    from spellchecker import SpellChecker
-    checker = SpellChecker(language=None, distance=1)
-    checker.word_frequency.load_words(words)
-    return checker
+class OneEdit:
+    """The words one edit from a query (a letter dropped, added or changed, or two neighbours
+    swapped), found through an index of each word's one-letter deletions (SymSpell's symmetric
+    deletes): a query costs a lookup per letter, where generating every string one edit away
+    (pyspellchecker's way) cost half a millisecond a word — a note of made-up words could have
+    taken seconds."""
+
+    def __init__(self, words: Iterable[str]):
+        self.words = frozenset(words)
+        self.by_deletion: dict[str, set[str]] = {}
+        for word in self.words:
+            for shorter in _deletions(word):
+                self.by_deletion.setdefault(shorter, set()).add(word)
+
+    def near(self, word: str) -> set[str]:
+        found = set(self.by_deletion.get(word, ()))          # a letter dropped from the word
+        for shorter in _deletions(word):
+            if shorter in self.words:                         # a letter added
+                found.add(shorter)
+            found.update(self.by_deletion.get(shorter, ()))    # changed or swapped: a deletion shared
+        return {other for other in found if one_edit(word, other)}
+
+
+def _deletions(word: str) -> set[str]:
+    return {word[:i] + word[i + 1:] for i in range(len(word))}
+
+
+def one_edit(a: str, b: str) -> bool:
+    """Whether ``b`` is ``a`` with one letter dropped, added or changed, or two neighbours swapped."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    i = 0
+    while i < min(len(a), len(b)) and a[i] == b[i]:
+        i += 1
+    if len(a) > len(b):
+        return a[i + 1:] == b[i:]
+    if len(a) < len(b):
+        return a[i:] == b[i + 1:]
+    return a[i + 1:] == b[i + 1:] or (i + 1 < len(a) and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2:] == b[i + 2:])
 
 
 def recased(meant: str, written: str) -> str:
