@@ -229,7 +229,7 @@ def test_the_unseen_corpus_figures_hold():
     result = score(Path(__file__).resolve().parent / "narrative" / "corpus-set4.json")
     assert result["rows"] >= 570
     overall = result["overall"]
-    assert overall["precision"] >= 0.98 and overall["recall"] >= 0.94 and overall["forbidden"] == 0
+    assert overall["precision"] >= 0.98 and overall["recall"] >= 0.95 and overall["forbidden"] == 0
 
 
 # Just under what the even half measured after the lexicon was tuned on both corpora (#13 §4:
