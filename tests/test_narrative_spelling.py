@@ -74,6 +74,8 @@ def test_a_word_two_rule_words_are_one_edit_from_is_left_alone(tmp_path):
     assert speller.correct("stiffnes") == "stiffness"
     speller = Speller({"leaking", "leaning"}, min_length=5)
     assert speller.correct("leakning") is None      # "leaking" or "leaning"?
+    speller = Speller({"worse", "wrote"}, min_length=5)
+    assert speller.correct("wrose") == "worse"      # two letters swapped is the likelier slip
 
 
 @pytest.mark.parametrize("spelling, says", [

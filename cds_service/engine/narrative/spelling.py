@@ -1,16 +1,17 @@
-"""Misspelled words read as the lexicon word they were meant to be: "foot dorp", "mornign
-stiffnes", "decresed rectal tone", "deneis fever".
+"""Misspelled words read as the lexicon word they were meant to be: "mornign stiffnes",
+"decresed rectal tone", "deneis fever".
 
 Clinicians type fast, and a misspelling is a word the matcher cannot see: listing every
 misspelling of every phrase in the lexicon never ends (each new corpus brought new ones).  So
-a word that is in no English dictionary (pyspellchecker's list of about 160,000 words, which
-includes the common medical ones) and not in the lexicon, but is one edit (a letter dropped,
-added, changed, or two swapped) from exactly one word the rules use, is read as that word.
-Real words are never changed ("never" stays "never", though it is one letter from "fever"), nor
-short ones (the ``spelling.min_length`` of the lexicon: "drip" is not "drop"), nor a word two
-rule words are one edit from (which one was meant is a guess), nor a first letter: typists
-rarely miss it, and medicine's prefixes live there ("apyrexia" is no fever, "Keflex" no reflex).  A corrected word feeds the
-negation rules too: "deneis fever" is negated, as it should be.
+a word that is in no English dictionary (pyspellchecker's list of about 160,000 words) nor in
+ICD-10-CM (``known_words``) nor the lexicon, but is one edit (a letter dropped, added, changed,
+or two neighbours swapped) from a correctly spelled word the rules use, is read as that word.
+Real words are never changed ("never" stays "never", though it is one letter from "fever"),
+nor short ones (``spelling.min_length``: "drip" is not "drop"), nor a first letter (typists
+rarely miss it, and medicine's prefixes live there: "apyrexia" is no fever, "Keflex" no
+reflex).  Where two rule words are in reach, the likelier slip decides (a swap, then a letter
+dropped or added, then one changed: "wrose" is "worse", not "wrote"); a tie is left alone.  A
+corrected word feeds the negation rules too: "deneis fever" is negated, as it should be.
 """
 from __future__ import annotations
 
@@ -67,8 +68,12 @@ class Speller:
         """The one rule word ``word`` is an edit from, when ``word`` is no word itself."""
         if len(word) > MAX_LENGTH or not LETTERS.fullmatch(word) or word in self.vocabulary or self._is_word(word):
             return None
-        candidates = {c for c in self._rules.near(word) if c[0] == word[0]}
-        return next(iter(candidates)) if len(candidates) == 1 else None
+        candidates = [c for c in self._rules.near(word) if c[0] == word[0]]
+        if not candidates:
+            return None
+        best = min(map(edit_kind, [word] * len(candidates), candidates))
+        likeliest = [c for c in candidates if edit_kind(word, c) == best]
+        return likeliest[0] if len(likeliest) == 1 else None
 
 
 class OneEdit:
@@ -96,6 +101,15 @@ class OneEdit:
 
 def _deletions(word: str) -> set[str]:
     return {word[:i] + word[i + 1:] for i in range(len(word))}
+
+
+def edit_kind(a: str, b: str) -> int:
+    """How likely a typist's slip the one edit from ``a`` to ``b`` is: two neighbours swapped (0:
+    "wrose" is "worse" before it is "wrote"), then a letter dropped or doubled (1), then a letter
+    changed (2)."""
+    if len(a) != len(b):
+        return 1
+    return 0 if sorted(a) == sorted(b) else 2
 
 
 def one_edit(a: str, b: str) -> bool:
