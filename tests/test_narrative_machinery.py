@@ -111,6 +111,10 @@ def test_line_breaks_end_sentences_and_a_leading_question_mark_does_not(reader):
     sentences = [s.text.strip() for s in doc.sents]
     assert sentences[0] == "Back pain x 3 wks" and "? cauda equina" in sentences[-1]
     assert not any(s == "?" for s in sentences)
+    doc = reader.pipeline.nlp("Pt w/ ? cauda equina symptoms. Worse? Yes.")     # a space before it, on the word
+    assert [s.text.strip() for s in doc.sents] == ["Pt w/ ? cauda equina symptoms.", "Worse?", "Yes."]
+    found = {m.concept: m for m in reader.mentions("Pt w/ ? cauda equina symptoms")}
+    assert found["cauda-equina-syndrome"].uncertain
 
 
 def test_section_titles_of_the_lexicon_join_medspacys(tmp_path):

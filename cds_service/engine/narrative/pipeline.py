@@ -247,7 +247,8 @@ def _default_context_rules() -> str:
 def _line_breaks(doc):
     """A line break always ends a sentence: the pre-filter puts one piece per line, and a
     negation must never reach from one piece into the next.  A question mark that opens a phrase
-    ("? cauda equina") marks doubt about what follows: it does not end a sentence.
+    ("? cauda equina", "pt w/ ? CES": after a space, a punctuation mark or a line start) marks
+    doubt about what follows: it does not end a sentence.
 
     The starts are read and written as one array (``Doc.to_array`` / ``from_array``): setting
     ``Token.is_sent_start`` one token at a time re-checks the whole document each time."""
@@ -260,7 +261,9 @@ def _line_breaks(doc):
         if i + 1 < len(doc) and "\n" in doc[int(i)].text:
             starts[i + 1] = 1
     for i in (orths == doc.vocab.strings["?"]).nonzero()[0]:
-        if i + 1 < len(doc) and (i == 0 or starts[i] == 1 or spaces[i - 1] or doc[int(i) - 1].is_punct):
+        before = doc[int(i) - 1] if i else None       # "w/ ?": a space before the mark, kept on the word
+        if i + 1 < len(doc) and (before is None or starts[i] == 1 or spaces[i - 1] or before.is_punct
+                                 or before.whitespace_):
             starts[i + 1] = -1
     starts[0] = 1
     doc.from_array([SENT_START], starts.view("uint64").reshape(-1, 1))
