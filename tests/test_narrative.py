@@ -177,16 +177,24 @@ def test_note_text_never_reaches_the_logs(client, caplog):
     assert "saddle" not in logged and "retention" not in logged and "voided" not in logged
 
 
-def test_the_corpus_figures_hold():
-    """The even half of the first corpus (scripts/narrative_accuracy.py --split test): once held
-    out, now tuned on like the rest (#13 §4), so a floor against regressions, not a measure of
-    unseen text."""
+def corpus_figures(name: str = "corpus.json", at_least_rows: int = 0, split: str = "all",
+                   whole: bool = False) -> dict:
+    """The overall figures of ``scripts/narrative_accuracy.py`` on ``tests/narrative/<name>``
+    (``whole``: its whole result, regions and durations too)."""
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     from narrative_accuracy import score
-    result = score(split="test")
-    assert result["rows"] >= 390
+    result = score(Path(__file__).resolve().parent / "narrative" / name, split=split)
+    assert result["rows"] >= at_least_rows
+    return result if whole else result["overall"]
+
+
+def test_the_corpus_figures_hold():
+    """The even half of the first corpus (scripts/narrative_accuracy.py --split test): once held
+    out, now tuned on like the rest (#13 §4), so a floor against regressions, not a measure of
+    unseen text."""
+    result = corpus_figures(split="test", at_least_rows=390, whole=True)
     overall = result["overall"]
     assert overall["forbidden"] <= FORBIDDEN_AT_MOST
     assert overall["precision"] >= PRECISION_AT_LEAST and overall["recall"] >= RECALL_AT_LEAST
@@ -196,13 +204,7 @@ def test_the_corpus_figures_hold():
 def test_the_fresh_corpus_figures_hold():
     """The second corpus (written after the first tuning): the lexicon has since been tuned on it
     too (#13 §4), so a floor against regressions, not a measure of unseen text."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from narrative_accuracy import score
-    result = score(Path(__file__).resolve().parent / "narrative" / "corpus-fresh.json")
-    assert result["rows"] >= 500
-    overall = result["overall"]
+    overall = corpus_figures("corpus-fresh.json", at_least_rows=500)
     assert overall["precision"] >= 0.985 and overall["recall"] >= 0.92 and overall["forbidden"] == 0
 
 
@@ -210,13 +212,7 @@ def test_the_third_corpus_figures_hold():
     """The third corpus (written blind by another clinician; P 0.929 R 0.779 before it was
     read): the lexicon has since been tuned on it (#13 §4, P 0.985 R 0.917, one hypothetical row
     counted), so a floor against regressions, not a measure of unseen text."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from narrative_accuracy import score
-    result = score(Path(__file__).resolve().parent / "narrative" / "corpus-set3.json")
-    assert result["rows"] >= 560
-    overall = result["overall"]
+    overall = corpus_figures("corpus-set3.json", at_least_rows=560)
     assert overall["precision"] >= 0.98 and overall["recall"] >= 0.93 and overall["forbidden"] <= 1
 
 
@@ -225,13 +221,7 @@ def test_the_unseen_corpus_figures_hold():
     negated/family/hypothetical rows counted (#13 §4); the lexicon has since been tuned on it
     (data only: P 0.985, R 0.960, none counted), so a floor against regressions, not a measure
     of unseen text."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from narrative_accuracy import score
-    result = score(Path(__file__).resolve().parent / "narrative" / "corpus-set4.json")
-    assert result["rows"] >= 570
-    overall = result["overall"]
+    overall = corpus_figures("corpus-set4.json", at_least_rows=570)
     assert overall["precision"] >= 0.98 and overall["recall"] >= 0.955 and overall["forbidden"] == 0
 
 
@@ -362,13 +352,7 @@ def test_the_fifth_corpus_figures_hold():
     P 0.982 R 0.947, 1 counted: 'preop foot drop resolved' with 'BLE strength 5/5', where the
     implied lower-limb weakness shares the foot drop's historical flag), so a floor against
     regressions, not a measure of unseen text."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from narrative_accuracy import score
-    result = score(Path(__file__).resolve().parent / "narrative" / "corpus-set5.json")
-    assert result["rows"] >= 600
-    overall = result["overall"]
+    overall = corpus_figures("corpus-set5.json", at_least_rows=600)
     assert overall["precision"] >= 0.975 and overall["recall"] >= 0.94 and overall["forbidden"] <= 1
 
 
@@ -379,11 +363,5 @@ def test_the_sixth_corpus_figures_hold():
     before the set-5 round P 0.925, R 0.814, 10 counted; after it and the question-mark fix
     P 0.928, R 0.828, 10 negated, family or hypothetical mentions counted — under the targets.  A
     floor against regressions; write a new blind corpus before tuning on it."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from narrative_accuracy import score
-    result = score(Path(__file__).resolve().parent / "narrative" / "corpus-set6.json")
-    assert result["rows"] >= 640
-    overall = result["overall"]
+    overall = corpus_figures("corpus-set6.json", at_least_rows=640)
     assert overall["precision"] >= 0.92 and overall["recall"] >= 0.82 and overall["forbidden"] <= 10
