@@ -141,7 +141,7 @@ def test_a_malformed_section_titles_entry_is_refused(tmp_path):
 
 
 def test_a_pattern_is_gated_by_its_anchored_expressions_and_only_those(reader):
-    from cds_service.engine.narrative.lexicon import text_needs
+    from cds_service.engine.narrative.needs import text_needs
     gates = text_needs([{"LOWER": {"REGEX": "^c[4-8]$"}}, {"LOWER": {"REGEX": "^x$|^y$"}},
                         {"LOWER": {"REGEX": "^(l[2-5]|s1)$"}}, {"LOWER": {"REGEX": "^[|(]z$"}},
                         {"LOWER": {"REGEX": "^a(?!b)$"}}, {"LOWER": {"REGEX": "^[0-4]/5$"}, "OP": "?"},
@@ -172,7 +172,7 @@ def test_spans_written_in_words_date_the_onset(sentence, days):
 def test_the_gates_see_every_word_spacys_tokens_hold(reader):
     """A gate that says no to a sentence the matcher would match loses the mention: every word of
     every spaCy token must be among the words the gates see ("cannot" is "can" "not")."""
-    from cds_service.engine.narrative.lexicon import WORD
+    from cds_service.engine.narrative.needs import WORD
     words = reader.pipeline.words
     texts = corpus_rows() + ["Pt cannot lie flat; couldn't tolerate MRI, gonna need sedation. 10mg x2. Can not sit."]
     missing = {(token.lower_, text) for text in texts for token in reader.pipeline.nlp.make_doc(text)

@@ -10,10 +10,14 @@ coded fact, with the sentence quoted for the card:
 * ``markup``     — attachment bytes to text (base64, charset, HTML without its markup);
 * ``lexicon``    — the concepts of ``mappings/narrative.json``: phrases, token patterns, what
   each stands for;
-* ``sentences``  — a fast pre-filter: only sentences with a lexicon word (and the section
-  headers above them) go through the NLP pipeline;
-* ``pipeline``   — medspaCy on a blank spaCy pipeline (target matcher, ConText, sectionizer):
-  negated, family, hypothetical, uncertain and historical mentions;
+* ``needs``      — what a rule needs of a sentence before it can match (words, expressions);
+* ``words``      — a sentence's words as spaCy's tokens hold them ("cannot" is "can" + "not");
+* ``spelling``   — misspelled words read as the lexicon word meant ("stiffnes");
+* ``sentences``  — a fast pre-filter: only sentences where a lexicon phrase is written or a
+  pattern's words are (and the section headers above them) go through the NLP pipeline;
+* ``pipeline``   — medspaCy on a blank spaCy pipeline: ``targets`` (phrases, and token patterns
+  tried only where their words are), ConText (negated, family, hypothetical, uncertain and
+  historical mentions) and ``sections`` (medspaCy's section rules, looked up per mention);
 * ``durations``  — time spans written in text ("LBP x 8 wks", "since October");
 * ``reader``     — the whole: texts → mentions (cached by content hash) → clinical items.
 

@@ -18,7 +18,8 @@ import warnings
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from cds_service.engine.narrative.lexicon import WORD, Lexicon, token_words
+from cds_service.engine.narrative.lexicon import Lexicon
+from cds_service.engine.narrative.needs import WORD, token_words
 from cds_service.engine.narrative.sections import Sections
 from cds_service.engine.narrative.targets import LOWER_TEXT, GatedContextPatterns, Targets
 from cds_service.engine.narrative.sentences import ABBREVIATIONS, Shortened

@@ -24,7 +24,8 @@ from cachetools import LRUCache
 
 from cds_service.engine.fhir_dates import add_days, human_date
 from cds_service.engine.narrative.durations import span_days
-from cds_service.engine.narrative.lexicon import WORD, Concept, Lexicon
+from cds_service.engine.narrative.lexicon import Concept, Lexicon
+from cds_service.engine.narrative.needs import WORD
 from cds_service.engine.narrative.pipeline import Mention, Pipeline
 from cds_service.engine.narrative.sentences import shorten
 from cds_service.engine.narrative.texts import Collected, Limits, NoteText, collect

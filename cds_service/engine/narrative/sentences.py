@@ -16,7 +16,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Callable
 
-from cds_service.engine.narrative.lexicon import WORD
+from cds_service.engine.narrative.needs import WORD
 from cds_service.engine.narrative.spelling import Speller, recased
 
 ABBREVIATIONS = ("e.g.", "i.e.", "vs.", "incl.", "approx.", "esp.", "cf.")

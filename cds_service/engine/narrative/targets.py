@@ -51,7 +51,7 @@ class GatedPatterns:
 
     def __init__(self, vocab, rules, words: Words):
         from spacy.matcher import Matcher
-        from cds_service.engine.narrative.lexicon import pattern_needs, rarest, text_needs
+        from cds_service.engine.narrative.needs import pattern_needs, rarest, text_needs
         self.words = words
         self.entries = []
         self.anchors: list[frozenset[str]] = []
@@ -119,7 +119,7 @@ class GatedContextPatterns:
 
     def __init__(self, vocab, rules, words: Words):
         from spacy.matcher import Matcher
-        from cds_service.engine.narrative.lexicon import pattern_needs, text_needs
+        from cds_service.engine.narrative.needs import pattern_needs, text_needs
         self.words = words
         self.entries = []
         for rule in rules:

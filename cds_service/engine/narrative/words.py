@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from cds_service.engine.narrative.lexicon import WORD
+from cds_service.engine.narrative.needs import WORD
 
 PARTS = re.compile(r"[a-z]+|[0-9]+")
 MIXED = re.compile(r"[a-z][0-9]|[0-9][a-z]")
