@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -57,12 +56,12 @@ class ServerConfig:
         if spec == "conf":
             return ServerConfig("conf (docker/gunicorn.conf.py)", ())
         kind, _, size = spec.partition(":")
-        if kind == "conf" and (shape := re.fullmatch(r"(\d+)x(\d+)", size)):
-            return ServerConfig(f"conf, {shape[1]} workers x {shape[2]} threads",
-                                ("--workers", shape[1], "--threads", shape[2]))
         if kind in ("sync", "gevent") and size.isdigit():
             return ServerConfig(spec, ("--worker-class", kind, "--workers", size))
         workers, _, threads = size.partition("x")
+        if kind == "conf" and workers.isdigit() and threads.isdigit():
+            return ServerConfig(f"conf, {workers} workers x {threads} threads",
+                                ("--workers", workers, "--threads", threads))
         if kind == "gthread" and workers.isdigit() and threads.isdigit():
             return ServerConfig(spec, ("--worker-class", "gthread", "--workers", workers, "--threads", threads))
         raise SystemExit(f"--configs: {spec!r} is not conf, conf:<workers>x<threads>, sync:<workers>, gevent:<workers> or gthread:<workers>x<threads>")

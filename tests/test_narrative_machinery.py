@@ -245,7 +245,7 @@ def test_gated_context_patterns_match_what_spacys_matcher_matches(reader):
     from spacy.matcher import Matcher
     from cds_service.engine.narrative.targets import GatedContextPatterns
     pipe = reader.pipeline
-    inner = pipe.context._ConText__matcher
+    inner = pipe.nlp.get_pipe("medspacy_context")._ConText__matcher
     gated = inner._MedspacyMatcher__matcher
     assert isinstance(gated, GatedContextPatterns) and gated.entries
     plain = Matcher(pipe.nlp.vocab)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cds_service.engine.attestation import link_id
-from cds_service.engine.narrative.needs import WORD, pattern_needs, rarest, selectivity, text_needs
+from cds_service.engine.narrative.needs import WORD, meets, pattern_needs, rarest, selectivity, text_needs
 from cds_service.errors import CdsConfigError
 
 NOTED = "noted:"
@@ -72,8 +72,7 @@ class Lexicon:
         included): a superset again, never losing a match."""
         if next(self.phrase_finder.iter("".join(text.split())), None) is not None:
             return True
-        return any(all(not need.isdisjoint(words) for need in needs) and all(e.search(text) for e in expressions)
-                   for anchor in self.pattern_anchors.intersection(words)
+        return any(meets(needs, expressions, words, text) for anchor in self.pattern_anchors.intersection(words)
                    for needs, expressions in self.pattern_requirements[anchor])
 
     @property

@@ -43,6 +43,12 @@ def rarest(needs: tuple[frozenset[str], ...]) -> frozenset[str]:
     return max(needs, key=lambda words: min(map(selectivity, words)), default=frozenset())
 
 
+def meets(needs: tuple[frozenset[str], ...], expressions: tuple[re.Pattern, ...], words: set[str], text: str) -> bool:
+    """Whether a text (lower case) with ``words`` holds a word of each of ``needs`` and text each
+    of ``expressions`` finds: what a pattern needs (:func:`pattern_needs`, :func:`text_needs`)."""
+    return all(not need.isdisjoint(words) for need in needs) and all(e.search(text) for e in expressions)
+
+
 def text_needs(pattern) -> tuple[re.Pattern, ...]:
     """For each required token tested with an anchored expression on its lower-case text
     (``{"LOWER": {"REGEX": "^c[4-8]$"}}``, ``"^(l[2-5]|s1)$"``): the expression unanchored, which

@@ -66,7 +66,6 @@ class Pipeline:
     def __init__(self, lexicon: Lexicon):
         self.lexicon = lexicon
         self.nlp, self.words, self.speller = _build(lexicon)
-        self.context = self.nlp.get_pipe("medspacy_context")
         self.sections = Sections(self.nlp, lexicon.sections, lexicon.section_titles)
         self.is_section = self.sections.may_be_title
 

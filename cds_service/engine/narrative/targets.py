@@ -7,15 +7,27 @@ sentences that hold what it needs (:class:`GatedPatterns`).
 """
 from __future__ import annotations
 
-import re
 from bisect import bisect_right
 
+from cds_service.engine.narrative.needs import meets
 from cds_service.engine.narrative.words import Words
 
 
 LOWER_TEXT = "spine_cds_lower_text"
 """``Doc.user_data`` key of the document's text in lower case, when the caller has it
 (``Doc.text`` joins every token's text again on each access)."""
+WORDS = "spine_cds_words"
+"""``Doc.user_data`` key of the document's word set: the target gates and ConText's gates read it."""
+
+
+def doc_words(doc, words: Words) -> tuple[str, set[str]]:
+    """The document's lower-case text and its word set (``words`` of it), worked out once per
+    document and kept in its ``user_data`` for the next gate."""
+    lower = doc.user_data.get(LOWER_TEXT) or doc.text.lower()
+    found = doc.user_data.get(WORDS)
+    if found is None:
+        found = doc.user_data[WORDS] = words(lower)
+    return lower, found
 
 
 class Targets:
@@ -73,8 +85,8 @@ class GatedPatterns:
         only patterns it could match are tried, and only on the sentences holding (as text) a
         word of their rarest required token.  (Sentences are read as slices of the lower-cased
         text: ``Span.text`` visits every token.)"""
-        lower = doc.user_data.get(LOWER_TEXT) or doc.text.lower()
-        candidates = self._candidates(self.words(lower), lower)
+        lower, words = doc_words(doc, self.words)
+        candidates = self._candidates(words, lower)
         if not candidates:
             return []
         sentences = list(doc.sents)
@@ -91,8 +103,7 @@ class GatedPatterns:
         """The patterns whose required words and expressions ``text`` (with ``words``) holds."""
         anchored = {n for word in words & self.anchor_words for n in self.by_word[word]}
         return [n for n in sorted(anchored.union(self.ungated)) if (among is None or n in among)
-                and all(not need.isdisjoint(words) for need in self.entries[n][0])
-                and all(e.search(text) for e in self.entries[n][1])]
+                and meets(self.entries[n][0], self.entries[n][1], words, text)]
 
     def _holding(self, candidates: list[int], lower: str, sentences) -> list[int]:
         """Indexes of the sentences that hold an anchor word of a candidate as text (a superset:
@@ -136,10 +147,9 @@ class GatedContextPatterns:
         inner._MedspacyMatcher__matcher = cls(context.nlp.vocab, rules, words)
 
     def __call__(self, doc) -> list[tuple[int, int, int]]:
-        lower = doc.user_data.get(LOWER_TEXT) or doc.text.lower()
-        words = self.words(lower)
+        lower, words = doc_words(doc, self.words)
         found = []
         for needs, expressions, matcher in self.entries:
-            if all(not need.isdisjoint(words) for need in needs) and all(e.search(lower) for e in expressions):
+            if meets(needs, expressions, words, lower):
                 found.extend(matcher(doc))
         return sorted(found, key=lambda match: (match[1], match[2]))
